@@ -1,0 +1,72 @@
+"""EngineConfig and the stage presets.
+
+A stage is a named set of defaults for the orthogonal knobs below; every chapter adds one stage and
+the engine stays one engine. `LLM(stage="naive", block_size=32)` starts from a preset and overrides.
+Stages land chapter by chapter: STAGES lists those that exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    stage: str = "naive"
+    device: str = "cpu"
+    dtype: str | None = None  # None: float32 on CPU (exact parity tests), bfloat16 on CUDA
+    seed: int = 0  # seeds dummy weights and the sampler of requests without their own seed
+    kv_cache: str = "contiguous"  # "none" (recompute everything, ch1 baseline) | "contiguous" (ch1)
+    kv_cache_tokens: int = 8192  # KV memory budget, in token slots, shared by all sequences
+    block_size: int = 16  # paged KV block size in tokens (chapter 2)
+    max_num_seqs: int = 64  # most sequences in one batch
+    max_num_batched_tokens: int = 2048  # most tokens in one forward (prompts are never split in ch1)
+    max_model_len: int | None = None  # longest sequence; None: min(model's max positions, kv_cache_tokens)
+    scheduler: str = "static"  # "static": a batch runs until its longest member finishes (ch1)
+
+    def __post_init__(self):
+        positive = ("kv_cache_tokens", "block_size", "max_num_seqs", "max_num_batched_tokens")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.max_model_len is not None and (
+            not isinstance(self.max_model_len, int) or self.max_model_len <= 1
+        ):
+            raise ValueError(f"max_model_len must be an int > 1, got {self.max_model_len!r}")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.kv_cache not in ("none", "contiguous"):
+            raise ValueError(f"kv_cache must be 'none' or 'contiguous', got {self.kv_cache!r}")
+        if self.scheduler not in ("static",):
+            raise ValueError(f"scheduler must be 'static', got {self.scheduler!r}")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device={self.device!r} but torch sees no CUDA GPU")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        if self.dtype is None:
+            return torch.float32 if self.device == "cpu" else torch.bfloat16
+        return DTYPES[self.dtype]
+
+    @classmethod
+    def from_stage(cls, stage: str, **overrides) -> EngineConfig:
+        if stage not in STAGES:
+            raise ValueError(f"stage={stage!r} is not available; stages: {', '.join(STAGES)}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown engine option(s) {unknown}; options: {sorted(known)}")
+        return replace(cls(), stage=stage, **{**STAGES[stage], **overrides})
+
+
+# stage -> the knobs it sets; later chapters add their stage here.
+STAGES: dict[str, dict] = {
+    "naive": dict(kv_cache="contiguous", scheduler="static"),  # ch1
+}

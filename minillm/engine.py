@@ -1,0 +1,189 @@
+"""The engine loop: Engine.step() = schedule -> run the model -> sample -> update.
+
+Stage-specific parts are chosen once, at construction (KV layout, attention backend, scheduler);
+step() is the same for every stage. Requests are validated at add_request, so bad input fails with a
+ValueError naming the field before anything is allocated.
+
+Checked by: pytest -m ch1.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from minillm.attention.sdpa import NoCacheAttention
+from minillm.config import EngineConfig
+from minillm.kv.contiguous import ContiguousAttention, ContiguousKVCache
+from minillm.model.loader import load_model
+from minillm.request import RequestOutput, SamplingParams, Sequence, SequenceStatus
+from minillm.runner import ModelRunner
+from minillm.sampling import Sampler
+from minillm.scheduler.static import StaticScheduler
+from minillm.tokenizer import IncrementalDetokenizer, Tokenizer
+
+
+class Engine:
+    def __init__(
+        self, model: str, config: EngineConfig, *, load_format: str = "auto", tokenizer: str | None = None
+    ):
+        self.config = config
+        self.model, self.model_config, model_dir = load_model(
+            model, load_format=load_format, dtype=config.torch_dtype, device=config.device, seed=config.seed
+        )
+        self.tokenizer = _find_tokenizer(tokenizer, model_dir)
+        mc = self.model_config
+        self.max_model_len = config.max_model_len or min(mc.max_position_embeddings, config.kv_cache_tokens)
+        if self.max_model_len > mc.max_position_embeddings:
+            raise ValueError(
+                f"max_model_len={self.max_model_len} exceeds the model's max_position_embeddings="
+                f"{mc.max_position_embeddings}"
+            )
+        self.eos_token_ids = set(mc.eos_token_ids)
+        if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
+            self.eos_token_ids.add(self.tokenizer.eos_token_id)
+        if config.kv_cache == "none":
+            self.kv, backend = None, NoCacheAttention()
+        else:
+            rows = min(config.max_num_seqs, config.kv_cache_tokens // self.max_model_len)
+            self.kv = ContiguousKVCache(
+                mc.num_layers,
+                rows,
+                self.max_model_len,
+                mc.num_kv_heads,
+                mc.head_dim,
+                config.torch_dtype,
+                config.device,
+            )
+            backend = ContiguousAttention(self.kv)
+        self.scheduler = StaticScheduler(config.max_num_seqs, config.max_num_batched_tokens, self.kv)
+        self.runner = ModelRunner(self.model, backend, self.kv, config.device)
+        self.sampler = Sampler(config.device, config.seed)
+        self._next_id = 0
+        self._detok: dict[int, IncrementalDetokenizer] = {}
+
+    # -- requests ---------------------------------------------------------------------------------
+    def check_params(self, params) -> None:
+        if not isinstance(params, SamplingParams):
+            raise ValueError(f"sampling_params must be a SamplingParams, got {type(params).__name__}")
+        if params.constrained:
+            raise ValueError(
+                "SamplingParams.regex/json_schema/choice need constrained decoding (stage 'fsm')"
+            )
+
+    def encode_prompt(self, index: int, prompt: str | list[int]) -> list[int]:
+        """Tokenize (text) or copy (token ids) one prompt and validate it; index names it in errors."""
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise ValueError("prompt: this model has no tokenizer; pass prompt_token_ids instead")
+            ids = self.tokenizer.encode(prompt)
+        else:
+            ids = list(prompt)
+        self._validate_prompt(index, ids)
+        return ids
+
+    def add_request(
+        self,
+        prompt: str | list[int],
+        params: SamplingParams,
+        arrival_time: float | None = None,
+        prompt_token_ids: list[int] | None = None,
+    ) -> int:
+        """Validate and queue one request; returns its id. prompt: text or token ids; pass
+        prompt_token_ids too when the text is already tokenized (and validated)."""
+        self.check_params(params)
+        rid = self._next_id
+        ids = prompt_token_ids if prompt_token_ids is not None else self.encode_prompt(rid, prompt)
+        seq = Sequence(rid, ids, params, prompt=prompt if isinstance(prompt, str) else None)
+        if arrival_time is not None:
+            seq.arrival_time = arrival_time
+        if params.seed is not None:
+            seq.generator = torch.Generator(device=self.config.device).manual_seed(params.seed)
+        if self.tokenizer is not None:
+            self._detok[rid] = IncrementalDetokenizer(self.tokenizer, ids)
+        self._next_id += 1
+        self.scheduler.add(seq)
+        return rid
+
+    def _validate_prompt(self, rid: int, ids: list[int]) -> None:
+        if len(ids) == 0:
+            raise ValueError(f"prompt {rid}: the prompt is empty")
+        vocab = self.model_config.vocab_size
+        bad = [t for t in ids if not isinstance(t, int) or not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"prompt_token_ids {rid}: id {bad[0]!r} is outside the vocabulary [0, {vocab})")
+        if len(ids) >= self.max_model_len:
+            raise ValueError(
+                f"prompt {rid}: {len(ids)} tokens leave no room to generate within max_model_len={self.max_model_len}"
+            )
+        if len(ids) > self.config.max_num_batched_tokens:
+            raise ValueError(
+                f"prompt {rid}: {len(ids)} tokens exceed max_num_batched_tokens={self.config.max_num_batched_tokens}"
+                " (prompts are not split in this stage)"
+            )
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_unfinished()
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def step(self) -> list[RequestOutput]:
+        """One forward over the scheduled batch; returns an output for every sequence that advanced."""
+        batch = self.scheduler.schedule()
+        if batch is None:
+            return []
+        logits = self.runner.execute(batch)
+        tokens = self.sampler(logits, batch.seqs)
+        now = time.perf_counter()
+        self.scheduler.update(batch)
+        return [self._append_token(seq, tok, now) for seq, tok in zip(batch.seqs, tokens)]
+
+    def _append_token(self, seq: Sequence, token: int, now: float) -> RequestOutput:
+        """Append a sampled token, detokenize, and check the stop conditions (vLLM's order)."""
+        p = seq.params
+        seq.output_token_ids.append(token)
+        seq.token_times.append(now)
+        detok = self._detok.get(seq.request_id)
+        stop_token = (token in self.eos_token_ids and not p.ignore_eos) or token in p.stop_token_ids
+        delta = detok.step(token) if detok is not None and not stop_token else ""
+        if stop_token:
+            self._finish(seq, "stop")
+        else:
+            start = max(0, len(seq.output_text) - max((len(s) for s in p.stop), default=0) + 1)
+            seq.output_text += delta
+            hits = [i for i in (seq.output_text.find(s, start) for s in p.stop) if i >= 0]
+            if hits:
+                cut = min(hits)
+                delta = delta[: max(0, len(delta) - (len(seq.output_text) - cut))]
+                seq.output_text = seq.output_text[:cut]
+                self._finish(seq, "stop")
+                detok = None  # the text after a stop string is dropped, not flushed
+            elif len(seq.output_token_ids) >= p.max_tokens or seq.num_tokens >= self.max_model_len:
+                self._finish(seq, "length")
+        if seq.is_finished and detok is not None:
+            tail = detok.flush()
+            seq.output_text += tail
+            delta += tail
+        if seq.is_finished:
+            self._detok.pop(seq.request_id, None)
+        return seq.to_output(delta)
+
+    def _finish(self, seq: Sequence, reason: str) -> None:
+        seq.status = SequenceStatus.FINISHED
+        seq.finish_reason = reason
+
+
+def _find_tokenizer(tokenizer: str | None, model_dir: Path | None) -> Tokenizer | None:
+    """An explicit tokenizer folder, else the checkpoint's own, else the default model's (named
+    dummy configs have none of their own; their vocabularies are larger, so its ids are valid)."""
+    if tokenizer is not None:
+        return Tokenizer(tokenizer)
+    if model_dir is not None and (model_dir / "tokenizer.json").is_file():
+        return Tokenizer(model_dir)
+    if model_dir is None:
+        from minillm import DEFAULT_MODEL
+
+        if (Path(DEFAULT_MODEL) / "tokenizer.json").is_file():
+            return Tokenizer(DEFAULT_MODEL)
+    return None

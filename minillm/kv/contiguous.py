@@ -1,0 +1,68 @@
+"""Chapter 1: the contiguous KV cache of early serving systems.
+
+Each running sequence owns one row of max_model_len slots, reserved whole at admission whatever the
+sequence will really use; rows are returned when the sequence's batch ends. Slot s of the flat cache
+is row s // max_model_len, position s % max_model_len, so writes go through a slot_mapping exactly as
+they will with paged blocks (chapter 2), where a "row" becomes a block of block_size slots.
+
+Checked by: pytest -m ch1.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from minillm.attention.metadata import AttentionMetadata
+from minillm.attention.sdpa import padded_attention
+
+
+class ContiguousKVCache:
+    def __init__(self, num_layers, num_rows, max_model_len, num_kv_heads, head_dim, dtype, device):
+        if num_rows < 1:
+            raise ValueError(
+                f"kv_cache_tokens holds no row of max_model_len={max_model_len} tokens: raise kv_cache_tokens "
+                "or lower max_model_len"
+            )
+        self.num_rows, self.max_model_len = num_rows, max_model_len
+        shape = (num_rows, max_model_len, num_kv_heads, head_dim)
+        self.k_cache = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.v_cache = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.free_rows = list(range(num_rows - 1, -1, -1))  # a stack: pop() gives row 0 first
+
+    @property
+    def num_free_rows(self) -> int:
+        return len(self.free_rows)
+
+    def allocate_row(self) -> int:
+        if not self.free_rows:
+            raise RuntimeError("no free KV row")
+        return self.free_rows.pop()
+
+    def free_row(self, row: int) -> None:
+        if row in self.free_rows or not 0 <= row < self.num_rows:
+            raise RuntimeError(f"row {row} is not allocated")
+        self.free_rows.append(row)
+
+    def slot(self, row: int, position: int) -> int:
+        return row * self.max_model_len + position
+
+    @property
+    def bytes_reserved(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.k_cache + self.v_cache)
+
+
+class ContiguousAttention:
+    """Write the new K/V into each sequence's row, then attend over the row's first context_len slots."""
+
+    def __init__(self, kv: ContiguousKVCache):
+        self.kv = kv
+
+    def forward(self, layer_idx: int, q, k, v, meta: AttentionMetadata) -> torch.Tensor:
+        k_cache, v_cache = self.kv.k_cache[layer_idx], self.kv.v_cache[layer_idx]  # (rows, L, nkv, d)
+        nkv, d = k.shape[1:]
+        k_cache.view(-1, nkv, d)[meta.slot_mapping] = k  # (rows*L, nkv, d) indexed by slot
+        v_cache.view(-1, nkv, d)[meta.slot_mapping] = v
+        rows = meta.block_tables[:, 0]  # (B,)
+        k_rows = k_cache[rows, : meta.max_context_len]  # (B, Lk, nkv, d)
+        v_rows = v_cache[rows, : meta.max_context_len]
+        return padded_attention(q, k_rows, v_rows, meta)

@@ -1,0 +1,147 @@
+"""Requests: what a user asks for (SamplingParams), what the engine tracks (Sequence), and what comes
+back (RequestOutput with per-request latency metrics). Names follow vLLM.
+
+Checked by: pytest -m ch1.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class SamplingParams:
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int = 0  # 0 = whole vocabulary
+    top_p: float = 1.0  # nucleus: smallest set of tokens whose probability reaches top_p
+    seed: int | None = None  # per-request generator: same seed, same tokens, whatever the batch
+    max_tokens: int = 16
+    stop: str | list[str] | None = None  # stop strings; the output text ends before them
+    stop_token_ids: list[int] | None = None
+    ignore_eos: bool = False
+    regex: str | None = None  # constrained decoding (chapter 5)
+    json_schema: dict | str | None = None
+    choice: list[str] | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
+            raise ValueError(f"SamplingParams.temperature must be >= 0, got {self.temperature!r}")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError(f"SamplingParams.top_k must be an int >= 0 (0 disables it), got {self.top_k!r}")
+        if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
+            raise ValueError(f"SamplingParams.top_p must be in (0, 1], got {self.top_p!r}")
+        if not isinstance(self.max_tokens, int) or self.max_tokens <= 0:
+            raise ValueError(f"SamplingParams.max_tokens must be an int >= 1, got {self.max_tokens!r}")
+        if self.seed is not None and not isinstance(self.seed, int):
+            raise ValueError(f"SamplingParams.seed must be an int or None, got {self.seed!r}")
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        self.stop = list(self.stop or [])
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise ValueError(f"SamplingParams.stop must hold non-empty strings, got {self.stop!r}")
+        self.stop_token_ids = list(self.stop_token_ids or [])
+        if any(not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
+            raise ValueError(
+                f"SamplingParams.stop_token_ids must hold ints >= 0, got {self.stop_token_ids!r}"
+            )
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    @property
+    def constrained(self) -> bool:
+        return self.regex is not None or self.json_schema is not None or self.choice is not None
+
+
+@dataclass
+class RequestMetrics:
+    """Latencies in seconds, measured from the request's arrival (vLLM bench serve's definitions)."""
+
+    ttft: float  # time to first token
+    tpot: float  # time per output token after the first: (e2e - ttft) / (n - 1); 0 for one token
+    itl: list[float]  # inter-token latencies: gaps between consecutive output tokens
+    e2e: float  # arrival to last token
+    num_cached_tokens: int = 0  # prompt tokens served from a prefix cache (chapter 3)
+    num_prompt_tokens: int = 0
+    num_output_tokens: int = 0
+
+
+@dataclass
+class RequestOutput:
+    request_id: int
+    prompt: str | None
+    prompt_token_ids: list[int]
+    text: str
+    token_ids: list[int]
+    finished: bool
+    finish_reason: str | None  # "stop" | "length" once finished
+    metrics: RequestMetrics | None = None
+    delta_text: str = ""  # text added since the previous output of this request (streaming)
+
+
+class SequenceStatus(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One request as the engine sees it: tokens so far and how many of them have K/V computed."""
+
+    request_id: int
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    prompt: str | None = None
+    arrival_time: float = field(default_factory=time.perf_counter)
+    output_token_ids: list[int] = field(default_factory=list)
+    num_computed_tokens: int = 0  # tokens whose K/V are in the cache
+    status: SequenceStatus = SequenceStatus.WAITING
+    finish_reason: str | None = None
+    token_times: list[float] = field(default_factory=list)
+    generator: torch.Generator | None = None
+    row: int | None = None  # contiguous KV row (chapter 1)
+    output_text: str = ""
+    num_cached_tokens: int = 0
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.prompt_token_ids)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+    @property
+    def token_ids(self) -> list[int]:
+        return self.prompt_token_ids + self.output_token_ids
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status is SequenceStatus.FINISHED
+
+    def metrics(self) -> RequestMetrics:
+        t = self.token_times
+        ttft = t[0] - self.arrival_time
+        e2e = t[-1] - self.arrival_time
+        itl = [b - a for a, b in zip(t, t[1:])]
+        tpot = (e2e - ttft) / (len(t) - 1) if len(t) > 1 else 0.0
+        return RequestMetrics(ttft, tpot, itl, e2e, self.num_cached_tokens, self.num_prompt_tokens, len(t))
+
+    def to_output(self, delta_text: str = "") -> RequestOutput:
+        return RequestOutput(
+            request_id=self.request_id,
+            prompt=self.prompt,
+            prompt_token_ids=self.prompt_token_ids,
+            text=self.output_text,
+            token_ids=list(self.output_token_ids),
+            finished=self.is_finished,
+            finish_reason=self.finish_reason,
+            metrics=self.metrics() if self.is_finished else None,
+            delta_text=delta_text,
+        )

@@ -1,0 +1,52 @@
+"""The model runner: turns a scheduled batch into flat tensors and runs one forward.
+
+Every sequence contributes its next num_new_tokens tokens to one flat batch (no padding at the model
+level): input_ids[T], positions[T], slot_mapping[T], block_tables[B, max_blocks], context_lens[B],
+cu_seqlens_q[B+1], and logits_indices (the last new token of each sequence that samples this step).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from minillm.attention.metadata import AttentionMetadata
+from minillm.scheduler import ScheduledBatch
+
+
+class ModelRunner:
+    def __init__(self, model, attn_backend, kv, device: str):
+        self.model, self.attn_backend, self.kv, self.device = model, attn_backend, kv, device
+
+    def prepare(self, batch: ScheduledBatch):
+        input_ids, positions, slots, seq_ids, cu, ctx, rows, logits_indices = [], [], [], [], [0], [], [], []
+        for b, (seq, n) in enumerate(zip(batch.seqs, batch.num_new_tokens)):
+            start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
+            input_ids += seq.token_ids[start:end]
+            positions += range(start, end)
+            if self.kv is not None:
+                slots += [self.kv.slot(seq.row, p) for p in range(start, end)]
+            seq_ids += [b] * n
+            cu.append(cu[-1] + n)
+            ctx.append(end)
+            rows.append(seq.row or 0)
+            logits_indices.append(cu[-1] - 1)
+        dev = self.device
+        as_tensor = lambda x, dtype: torch.tensor(x, dtype=dtype, device=dev)  # noqa: E731
+        meta = AttentionMetadata(
+            cu_seqlens_q=as_tensor(cu, torch.int32),
+            context_lens=as_tensor(ctx, torch.int32),
+            slot_mapping=as_tensor(slots, torch.int64),
+            block_tables=as_tensor(rows, torch.int32)[:, None],  # (B, 1): one row per sequence
+            seq_ids=as_tensor(seq_ids, torch.int64),
+            max_seqlen_q=max(batch.num_new_tokens),
+            max_context_len=max(ctx),
+        )
+        return as_tensor(input_ids, torch.int64), as_tensor(positions, torch.int64), meta, logits_indices
+
+    @torch.inference_mode()
+    def execute(self, batch: ScheduledBatch) -> torch.Tensor:
+        """Run one forward; returns float32 logits (B, V) at each sequence's last new token."""
+        input_ids, positions, meta, logits_indices = self.prepare(batch)
+        hidden = self.model(input_ids, positions, self.attn_backend, meta)  # (T, H)
+        idx = torch.tensor(logits_indices, device=self.device)
+        return self.model.compute_logits(hidden[idx])  # (B, V)

@@ -1,0 +1,73 @@
+"""Shared fixtures: tiny random checkpoints of each model family, built with transformers'
+save_pretrained (no downloads), plus a tiny byte-level BPE tokenizer for text in and out."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+FAMILIES = ("llama", "llama3", "qwen2", "qwen3")
+VOCAB = 384
+
+
+def _hf_config(family: str):
+    from transformers import LlamaConfig, Qwen2Config, Qwen3Config
+
+    common = dict(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=112,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=2,
+        bos_token_id=1,
+    )
+    if family == "llama":
+        return LlamaConfig(**common, tie_word_embeddings=False)
+    if family == "llama3":
+        rope = dict(
+            rope_type="llama3",
+            rope_theta=500000.0,
+            factor=8.0,
+            low_freq_factor=1.0,
+            high_freq_factor=4.0,
+            original_max_position_embeddings=32,
+        )
+        return LlamaConfig(**common, tie_word_embeddings=True, rope_scaling=rope)
+    if family == "qwen2":
+        return Qwen2Config(**common, tie_word_embeddings=True)
+    if family == "qwen3":
+        return Qwen3Config(**common, head_dim=32, tie_word_embeddings=False)
+    raise ValueError(family)
+
+
+def make_tiny_checkpoint(path, family: str, seed: int = 0, max_shard_size: str | None = None):
+    """Save a random-init transformers model of `family`; returns the HF model (float32, eval)."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    hf = AutoModelForCausalLM.from_config(_hf_config(family)).float().eval()
+    with torch.no_grad():  # random init is too tame to tell heads apart: make the weights bolder
+        for name, p in hf.named_parameters():
+            if "norm" in name:
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            else:
+                p.normal_(0.0, 0.08)
+    kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    hf.save_pretrained(path, **kwargs)
+    return hf
+
+
+@pytest.fixture(scope="session", params=FAMILIES)
+def tiny_checkpoint(request, tmp_path_factory):
+    """(path, hf_model) for each family."""
+    path = tmp_path_factory.mktemp(f"tiny-{request.param}")
+    return str(path), make_tiny_checkpoint(path, request.param)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-llama-main")
+    return str(path), make_tiny_checkpoint(path, "llama3")

@@ -172,6 +172,7 @@ class Engine:
     def _finish(self, seq: Sequence, reason: str) -> None:
         seq.status = SequenceStatus.FINISHED
         seq.finish_reason = reason
+        self.scheduler.finish(seq)
 
 
 def _find_tokenizer(tokenizer: str | None, model_dir: Path | None) -> Tokenizer | None:

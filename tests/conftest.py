@@ -67,7 +67,38 @@ def tiny_checkpoint(request, tmp_path_factory):
     return str(path), make_tiny_checkpoint(path, request.param)
 
 
+TOKENIZER_TEXT = (
+    "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fibonacci(n - 2)\n"
+    "The quick brown fox jumps over the lazy dog. Héllo wörld, 世界, naïve café 🚀 ✓ — ünïcödé.\n"
+    "import os\nimport sys\nclass Stack:\n    def __init__(self):\n        self.items = []\n"
+) * 20
+
+
+def save_tiny_tokenizer(path, vocab_size: int = VOCAB) -> None:
+    """A real byte-level BPE (256 byte tokens + merges), saved as an HF fast tokenizer."""
+    import json
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - 3,
+        special_tokens=["<pad>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator([TOKENIZER_TEXT], trainer)
+    tok.save(f"{path}/tokenizer.json")
+    cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "</s>", "bos_token": "<s>"}
+    with open(f"{path}/tokenizer_config.json", "w") as f:
+        json.dump(cfg, f)
+
+
 @pytest.fixture(scope="session")
-def tiny_llama(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-llama-main")
-    return str(path), make_tiny_checkpoint(path, "llama3")
+def tiny_model_with_tokenizer(tmp_path_factory):
+    """A tiny Llama 3 checkpoint with its own byte-level BPE tokenizer: text in, text out."""
+    path = tmp_path_factory.mktemp("tiny-llama-tok")
+    hf = make_tiny_checkpoint(path, "llama3")
+    save_tiny_tokenizer(path)
+    return str(path), hf

@@ -25,8 +25,9 @@ class ContiguousKVCache:
             )
         self.num_rows, self.max_model_len = num_rows, max_model_len
         shape = (num_rows, max_model_len, num_kv_heads, head_dim)
-        self.k_cache = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
-        self.v_cache = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        # zeros, not empty: masked slots still meet V in the product, and 0 * NaN from stale memory is NaN
+        self.k_cache = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.v_cache = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.free_rows = list(range(num_rows - 1, -1, -1))  # a stack: pop() gives row 0 first
 
     @property

@@ -34,8 +34,6 @@ class StaticScheduler:
         return bool(self.waiting) or any(not s.is_finished for s in self.batch)
 
     def schedule(self) -> ScheduledBatch | None:
-        if self.batch and all(s.is_finished for s in self.batch):
-            self._release_batch()
         if not self.batch:
             self._admit()
         running = [s for s in self.batch if not s.is_finished]
@@ -49,6 +47,11 @@ class StaticScheduler:
     def update(self, batch: ScheduledBatch) -> None:
         for seq, n in zip(batch.seqs, batch.num_new_tokens):
             seq.num_computed_tokens += n
+
+    def finish(self, seq: Sequence) -> None:
+        """Called when seq finishes: its row stays reserved until the whole batch is done."""
+        if all(s.is_finished for s in self.batch):
+            self._release_batch()
 
     def _admit(self) -> None:
         limit = self.max_num_seqs if self.kv is None else min(self.max_num_seqs, self.kv.num_free_rows)

@@ -1,0 +1,17 @@
+"""Benchmarks: workloads, a runner, metrics as `vllm bench serve` names them, JSON/markdown/PNG output.
+
+Each landed chapter registers its benchmark in CHAPTERS; `minillm bench --all --quick` runs them all.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# chapter -> module with run(model, *, device, load_format, quick, out, dtype, progress)
+CHAPTERS = {1: "minillm.bench.ch01"}
+
+
+def run_chapter(chapter: int, **kwargs) -> dict:
+    if chapter not in CHAPTERS:
+        raise ValueError(f"chapter={chapter}: no benchmark; chapters with one: {sorted(CHAPTERS)}")
+    return importlib.import_module(CHAPTERS[chapter]).run(**kwargs)

@@ -1,0 +1,88 @@
+"""The `minillm` command.
+
+    minillm generate --stage naive "def fib(n):"          # text out, with latency metrics
+    minillm bench --chapter 1 --quick                      # one chapter's benchmark
+    minillm bench --all --quick                            # every landed chapter (the README's main job)
+    minillm bench --chapter 1 --device cuda --model qwen3-0.6b --load-format dummy
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _generate(args) -> None:
+    from minillm import LLM, SamplingParams
+
+    llm = LLM(args.model, stage=args.stage, device=args.device, dtype=args.dtype, load_format=args.load_format,
+              seed=args.seed)
+    params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+                            top_k=args.top_k, seed=args.seed, stop=args.stop or None)
+    for prompt in args.prompts:
+        sys.stdout.write(prompt)
+        last = None
+        for out in llm.stream([prompt], params):
+            sys.stdout.write(out.delta_text)
+            sys.stdout.flush()
+            last = out
+        m = last.metrics
+        print(f"\n[{len(last.token_ids)} tokens, finish={last.finish_reason}, ttft {m.ttft * 1000:.1f} ms, "
+              f"tpot {m.tpot * 1000:.2f} ms, e2e {m.e2e * 1000:.1f} ms]")
+
+
+def _bench(args) -> None:
+    from minillm.bench import CHAPTERS, run_chapter
+
+    chapters = sorted(CHAPTERS) if args.all else [args.chapter]
+    for ch in chapters:
+        out = Path(args.out) / f"ch{ch:02d}"
+        run_chapter(ch, model=args.model, device=args.device, load_format=args.load_format, quick=args.quick,
+                    out=str(out), dtype=args.dtype, progress=not args.no_progress)
+        print(f"[chapter {ch}: results in {out}]\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    from minillm import DEFAULT_MODEL
+
+    parser = argparse.ArgumentParser(prog="minillm", description="An educational LLM inference engine.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def engine_args(p):
+        p.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint folder, or a named config with dummy")
+        p.add_argument("--load-format", default="auto", choices=["auto", "safetensors", "dummy"])
+        p.add_argument("--device", default="cpu")
+        p.add_argument("--dtype", default=None, choices=[None, "float32", "bfloat16", "float16"])
+
+    g = sub.add_parser("generate", help="generate text from prompts")
+    engine_args(g)
+    g.add_argument("--stage", default="naive")
+    g.add_argument("--max-tokens", type=int, default=64)
+    g.add_argument("--temperature", type=float, default=0.0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--stop", action="append", help="stop string (repeatable)")
+    g.add_argument("prompts", nargs="+")
+    g.set_defaults(func=_generate)
+
+    b = sub.add_parser("bench", help="run chapter benchmarks")
+    engine_args(b)
+    which = b.add_mutually_exclusive_group(required=True)
+    which.add_argument("--chapter", type=int)
+    which.add_argument("--all", action="store_true", help="every landed chapter")
+    b.add_argument("--quick", action="store_true", help="small sizes: seconds on a laptop CPU")
+    b.add_argument("--out", default="results", help="folder for JSON, markdown and PNG results")
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(func=_bench)
+
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except ValueError as e:  # bad input: one clear line, no traceback
+        parser.exit(2, f"minillm: error: {e}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,9 +1,9 @@
 """The `minillm` command.
 
-    minillm generate --stage naive "def fib(n):"          # text out, with latency metrics
-    minillm bench --chapter 1 --quick                      # one chapter's benchmark
-    minillm bench --all --quick                            # every landed chapter (the README's main job)
-    minillm bench --chapter 1 --device cuda --model qwen3-0.6b --load-format dummy
+minillm generate --stage naive "def fib(n):"          # text out, with latency metrics
+minillm bench --chapter 1 --quick                      # one chapter's benchmark
+minillm bench --all --quick                            # every landed chapter (the README's main job)
+minillm bench --chapter 1 --device cuda --model qwen3-0.6b --load-format dummy
 """
 
 from __future__ import annotations
@@ -16,10 +16,22 @@ from pathlib import Path
 def _generate(args) -> None:
     from minillm import LLM, SamplingParams
 
-    llm = LLM(args.model, stage=args.stage, device=args.device, dtype=args.dtype, load_format=args.load_format,
-              seed=args.seed)
-    params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
-                            top_k=args.top_k, seed=args.seed, stop=args.stop or None)
+    llm = LLM(
+        args.model,
+        stage=args.stage,
+        device=args.device,
+        dtype=args.dtype,
+        load_format=args.load_format,
+        seed=args.seed,
+    )
+    params = SamplingParams(
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        seed=args.seed,
+        stop=args.stop or None,
+    )
     for prompt in args.prompts:
         sys.stdout.write(prompt)
         last = None
@@ -28,8 +40,10 @@ def _generate(args) -> None:
             sys.stdout.flush()
             last = out
         m = last.metrics
-        print(f"\n[{len(last.token_ids)} tokens, finish={last.finish_reason}, ttft {m.ttft * 1000:.1f} ms, "
-              f"tpot {m.tpot * 1000:.2f} ms, e2e {m.e2e * 1000:.1f} ms]")
+        print(
+            f"\n[{len(last.token_ids)} tokens, finish={last.finish_reason}, ttft {m.ttft * 1000:.1f} ms, "
+            f"tpot {m.tpot * 1000:.2f} ms, e2e {m.e2e * 1000:.1f} ms]"
+        )
 
 
 def _bench(args) -> None:
@@ -38,8 +52,16 @@ def _bench(args) -> None:
     chapters = sorted(CHAPTERS) if args.all else [args.chapter]
     for ch in chapters:
         out = Path(args.out) / f"ch{ch:02d}"
-        run_chapter(ch, model=args.model, device=args.device, load_format=args.load_format, quick=args.quick,
-                    out=str(out), dtype=args.dtype, progress=not args.no_progress)
+        run_chapter(
+            ch,
+            model=args.model,
+            device=args.device,
+            load_format=args.load_format,
+            quick=args.quick,
+            out=str(out),
+            dtype=args.dtype,
+            progress=not args.no_progress,
+        )
         print(f"[chapter {ch}: results in {out}]\n")
 
 
@@ -50,7 +72,9 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def engine_args(p):
-        p.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint folder, or a named config with dummy")
+        p.add_argument(
+            "--model", default=DEFAULT_MODEL, help="checkpoint folder, or a named config with dummy"
+        )
         p.add_argument("--load-format", default="auto", choices=["auto", "safetensors", "dummy"])
         p.add_argument("--device", default="cpu")
         p.add_argument("--dtype", default=None, choices=[None, "float32", "bfloat16", "float16"])

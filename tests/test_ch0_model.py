@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import make_tiny_checkpoint
+
 from minillm import LLM, SamplingParams
 from minillm.attention.sdpa import NoCacheAttention
 from minillm.model.configs import NAMED_CONFIGS, ModelConfig
@@ -52,7 +52,8 @@ def test_greedy_generation_matches_transformers(tiny_checkpoint):
     llm = LLM(path, stage="naive", kv_cache_tokens=2048, max_model_len=256)
     prompts = [[5, 17, 33, 2, 9, 100, 7], [8, 9], list(range(40, 90))]
     outs = llm.generate(
-        prompt_token_ids=prompts, sampling_params=SamplingParams(max_tokens=32, temperature=0.0, ignore_eos=True)
+        prompt_token_ids=prompts,
+        sampling_params=SamplingParams(max_tokens=32, temperature=0.0, ignore_eos=True),
     )
     for p, out in zip(prompts, outs):
         ref = hf.generate(
@@ -94,10 +95,20 @@ def test_llama3_rope_frequencies_match_transformers():
 
 def test_named_configs_have_real_shapes():
     qwen = ModelConfig.from_hf(NAMED_CONFIGS["qwen3-0.6b"])
-    assert (qwen.num_layers, qwen.hidden_size, qwen.num_heads, qwen.num_kv_heads, qwen.head_dim) == (28, 1024, 16, 8, 128)
+    assert (qwen.num_layers, qwen.hidden_size, qwen.num_heads, qwen.num_kv_heads, qwen.head_dim) == (
+        28,
+        1024,
+        16,
+        8,
+        128,
+    )
     assert qwen.qk_norm and not qwen.qkv_bias and qwen.tie_word_embeddings
     llama, path = read_config("llama-3.2-1b", "dummy")
-    assert path is None and llama.rope_scaling["factor"] == 32.0 and llama.eos_token_ids == (128001, 128008, 128009)
+    assert (
+        path is None
+        and llama.rope_scaling["factor"] == 32.0
+        and llama.eos_token_ids == (128001, 128008, 128009)
+    )
 
 
 def test_dummy_weights_from_a_checkpoint_config(tmp_path):

@@ -25,12 +25,21 @@ def make_meta(q_lens, ctx_lens, rows):
     seq_ids = [b for b, n in enumerate(q_lens) for _ in range(n)]
     slots = [rows[b] * MAXLEN + p for b, (n, c) in enumerate(zip(q_lens, ctx_lens)) for p in range(c - n, c)]
     i32 = lambda x: torch.tensor(x, dtype=torch.int32)  # noqa: E731
-    return AttentionMetadata(i32(cu), i32(ctx_lens), torch.tensor(slots), i32(rows)[:, None],
-                             torch.tensor(seq_ids), max(q_lens), max(ctx_lens))
+    return AttentionMetadata(
+        i32(cu),
+        i32(ctx_lens),
+        torch.tensor(slots),
+        i32(rows)[:, None],
+        torch.tensor(seq_ids),
+        max(q_lens),
+        max(ctx_lens),
+    )
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.integers(1, 40), st.integers(0, 40)), min_size=1, max_size=5), st.integers(0, 99))
+@given(
+    st.lists(st.tuples(st.integers(1, 40), st.integers(0, 40)), min_size=1, max_size=5), st.integers(0, 99)
+)
 def test_contiguous_attention_matches_reference(shapes, seed):
     g = torch.Generator().manual_seed(seed)
     q_lens = [q for q, _ in shapes]

@@ -25,7 +25,9 @@ def naive(model_path):
 
 
 def hf_greedy(hf, prompt, n):
-    out = hf.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
+    out = hf.generate(
+        torch.tensor([prompt]), max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0
+    )
     return out[0, len(prompt) :].tolist()
 
 
@@ -97,7 +99,9 @@ def test_stop_token_ids_and_eos(naive):
     saved = engine.eos_token_ids
     engine.eos_token_ids = {tok}
     try:
-        eos = naive.generate(prompt_token_ids=[PROMPTS[0]], sampling_params=SamplingParams(max_tokens=24, temperature=0))
+        eos = naive.generate(
+            prompt_token_ids=[PROMPTS[0]], sampling_params=SamplingParams(max_tokens=24, temperature=0)
+        )
         ignored = naive.generate(prompt_token_ids=[PROMPTS[0]], sampling_params=GREEDY)
     finally:
         engine.eos_token_ids = saved
@@ -107,7 +111,9 @@ def test_stop_token_ids_and_eos(naive):
 
 def test_max_model_len_ends_with_length(model_path):
     llm = LLM(model_path, stage="naive", kv_cache_tokens=1024, max_model_len=40)
-    out = llm.generate(prompt_token_ids=[PROMPTS[2]], sampling_params=SamplingParams(max_tokens=100, temperature=0))[0]
+    out = llm.generate(
+        prompt_token_ids=[PROMPTS[2]], sampling_params=SamplingParams(max_tokens=100, temperature=0)
+    )[0]
     assert out.finish_reason == "length" and len(PROMPTS[2]) + len(out.token_ids) == 40
 
 
@@ -141,8 +147,10 @@ def test_seeded_sampling_is_reproducible_and_batch_independent(naive):
     others = SamplingParams(max_tokens=16, temperature=1.0, ignore_eos=True)
     batch = naive.generate(prompt_token_ids=[PROMPTS[1], PROMPTS[0]], sampling_params=[others, p])
     assert batch[1].token_ids == alone.token_ids
-    other_seed = naive.generate(prompt_token_ids=[PROMPTS[0]], sampling_params=SamplingParams(
-        max_tokens=16, temperature=1.0, seed=99, ignore_eos=True))[0]
+    other_seed = naive.generate(
+        prompt_token_ids=[PROMPTS[0]],
+        sampling_params=SamplingParams(max_tokens=16, temperature=1.0, seed=99, ignore_eos=True),
+    )[0]
     assert other_seed.token_ids != alone.token_ids
 
 
@@ -156,6 +164,19 @@ def test_llm_seed_makes_unseeded_runs_reproducible(model_path):
 def test_cli_generate(model_path, capsys):
     from minillm.cli import main
 
-    main(["generate", "--model", model_path, "--stage", "naive", "--max-tokens", "8", "--temperature", "0", "def f("])
+    main(
+        [
+            "generate",
+            "--model",
+            model_path,
+            "--stage",
+            "naive",
+            "--max-tokens",
+            "8",
+            "--temperature",
+            "0",
+            "def f(",
+        ]
+    )
     out = capsys.readouterr().out
     assert "def f(" in out and "ttft" in out

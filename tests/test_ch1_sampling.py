@@ -38,8 +38,11 @@ def brute_force_keep(logits: list[float], top_k: int, top_p: float) -> set[int]:
 )
 def test_top_k_top_p_keep_the_brute_force_set(raw, top_k, top_p):
     logits = [x / 7 for x in raw]  # distinct values: no ties at the cut
-    out = apply_top_k_top_p(torch.tensor([logits], dtype=torch.float64), torch.tensor([top_k]),
-                            torch.tensor([top_p], dtype=torch.float64))
+    out = apply_top_k_top_p(
+        torch.tensor([logits], dtype=torch.float64),
+        torch.tensor([top_k]),
+        torch.tensor([top_p], dtype=torch.float64),
+    )
     kept = {i for i, v in enumerate(out[0].tolist()) if v != float("-inf")}
     want = brute_force_keep(logits, top_k, top_p)
     # a token whose preceding mass lands within float error of top_p may go either way
@@ -69,8 +72,12 @@ def test_empirical_distribution_matches_softmax():
 def test_greedy_rows_and_degenerate_filters_are_argmax():
     torch.manual_seed(1)
     logits = torch.randn(4, 50)
-    params = [SamplingParams(temperature=0), SamplingParams(top_k=1), SamplingParams(top_p=1e-6),
-              SamplingParams(temperature=0, top_k=5)]
+    params = [
+        SamplingParams(temperature=0),
+        SamplingParams(top_k=1),
+        SamplingParams(top_p=1e-6),
+        SamplingParams(temperature=0, top_k=5),
+    ]
     assert Sampler("cpu")(logits, seqs_for(params)) == logits.argmax(-1).tolist()
 
 

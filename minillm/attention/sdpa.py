@@ -16,47 +16,68 @@ from torch.nn import functional as F
 from minillm.attention.metadata import AttentionMetadata
 
 
-def pad_queries(x: torch.Tensor, meta: AttentionMetadata) -> tuple[torch.Tensor, torch.Tensor]:
-    """(T, h, d) flat -> (B, max_seqlen_q, h, d) padded, and each token's offset within its sequence."""
-    offsets = torch.arange(x.shape[0], device=x.device) - meta.cu_seqlens_q[meta.seq_ids]  # (T,)
+def token_offsets(meta: AttentionMetadata) -> torch.Tensor:
+    """(T,) each new token's index within its sequence's new tokens."""
+    T = meta.seq_ids.shape[0]
+    return torch.arange(T, device=meta.seq_ids.device) - meta.cu_seqlens_q[meta.seq_ids]
+
+
+def pad_tokens(x: torch.Tensor, meta: AttentionMetadata, offsets: torch.Tensor) -> torch.Tensor:
+    """(T, h, d) flat -> (B, max_seqlen_q, h, d) padded with zeros."""
     padded = x.new_zeros(meta.num_seqs, meta.max_seqlen_q, *x.shape[1:])
     padded[meta.seq_ids, offsets] = x
-    return padded, offsets
+    return padded
 
 
-def padded_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata
-) -> torch.Tensor:
-    """q: (T, nh, d) flat new queries; k, v: (B, Lk, nkv, d) each sequence's KV from position 0.
-
-    Returns (T, nh, d). Key j is visible to the query at absolute position p iff j <= p and
-    j < context_len. Padded query rows get position 0 so that no softmax row is empty.
-    """
-    q_pad, offsets = pad_queries(q, meta)  # (B, Lq, nh, d)
-    B, Lq = q_pad.shape[:2]
-    Lk = k.shape[1]
-    valid_q = (
-        torch.arange(Lq, device=q.device)[None, :] < (meta.cu_seqlens_q[1:] - meta.cu_seqlens_q[:-1])[:, None]
-    )
-    q_pos = (meta.query_start[:, None] + torch.arange(Lq, device=q.device)[None, :]) * valid_q  # (B, Lq)
-    k_pos = torch.arange(Lk, device=q.device)  # (Lk,)
-    mask = (k_pos[None, None, :] <= q_pos[:, :, None]) & (
-        k_pos[None, None, :] < meta.context_lens[:, None, None]
-    )
-    out = F.scaled_dot_product_attention(
-        q_pad.transpose(1, 2),  # (B, nh, Lq, d)
-        k.transpose(1, 2),  # (B, nkv, Lk, d)
-        v.transpose(1, 2),
-        attn_mask=mask[:, None],  # (B, 1, Lq, Lk)
-        enable_gqa=True,
-    ).transpose(1, 2)  # (B, Lq, nh, d)
-    return out[meta.seq_ids, offsets]  # (T, nh, d)
+def attention_mask(meta: AttentionMetadata, num_keys: int) -> torch.Tensor:
+    """(B, 1, max_seqlen_q, num_keys) bool. Key j is visible to the query at absolute position p iff
+    j <= p and j < context_len. Padded query rows get position 0, so no softmax row is empty."""
+    dev = meta.context_lens.device
+    Lq = meta.max_seqlen_q
+    q_lens = meta.cu_seqlens_q[1:] - meta.cu_seqlens_q[:-1]
+    valid_q = torch.arange(Lq, device=dev)[None, :] < q_lens[:, None]  # (B, Lq)
+    q_pos = (meta.query_start[:, None] + torch.arange(Lq, device=dev)[None, :]) * valid_q  # (B, Lq)
+    k_pos = torch.arange(num_keys, device=dev)[None, None, :]  # (1, 1, Lk)
+    mask = (k_pos <= q_pos[:, :, None]) & (k_pos < meta.context_lens[:, None, None])  # (B, Lq, Lk)
+    return mask[:, None]
 
 
-class NoCacheAttention:
+class PaddedSDPA:
+    """SDPA over padded (B, L) batches. The mask and token offsets depend only on the step's metadata,
+    so they are built at the first layer of a step and reused by the others."""
+
+    def __init__(self):
+        self._meta = None
+
+    def _layout(self, meta: AttentionMetadata, num_keys: int):
+        if meta is not self._meta:
+            self._meta = meta
+            self._offsets = token_offsets(meta)
+            self._mask = attention_mask(meta, num_keys)
+        return self._offsets, self._mask
+
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata
+    ) -> torch.Tensor:
+        """q: (T, nh, d) flat new queries; k, v: (B, Lk, nkv, d) each sequence's KV from position 0.
+        Returns (T, nh, d)."""
+        offsets, mask = self._layout(meta, k.shape[1])
+        q_pad = pad_tokens(q, meta, offsets)  # (B, Lq, nh, d)
+        out = F.scaled_dot_product_attention(
+            q_pad.transpose(1, 2),  # (B, nh, Lq, d)
+            k.transpose(1, 2),  # (B, nkv, Lk, d)
+            v.transpose(1, 2),
+            attn_mask=mask,  # (B, 1, Lq, Lk)
+            enable_gqa=True,
+        ).transpose(1, 2)  # (B, Lq, nh, d)
+        return out[meta.seq_ids, offsets]  # (T, nh, d)
+
+
+class NoCacheAttention(PaddedSDPA):
     """No KV cache: every step feeds each sequence's whole token list, so K/V come from this step."""
 
     def forward(self, layer_idx: int, q, k, v, meta: AttentionMetadata) -> torch.Tensor:
-        k_pad, _ = pad_queries(k, meta)  # (B, L, nkv, d)
-        v_pad, _ = pad_queries(v, meta)
-        return padded_attention(q, k_pad, v_pad, meta)
+        offsets, _ = self._layout(meta, meta.max_seqlen_q)
+        k_pad = pad_tokens(k, meta, offsets)  # (B, L, nkv, d)
+        v_pad = pad_tokens(v, meta, offsets)
+        return self.attend(q, k_pad, v_pad, meta)

@@ -38,7 +38,11 @@ def hf_model_for(llm, model: str, load_format: str):
         if model in NAMED_CONFIGS:
             spec = dict(NAMED_CONFIGS[model])
             arch = spec.pop("architectures")[0]
-            model_type = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3"}[arch]
+            model_type = {
+                "LlamaForCausalLM": "llama",
+                "Qwen2ForCausalLM": "qwen2",
+                "Qwen3ForCausalLM": "qwen3",
+            }[arch]
             cfg = AutoConfig.for_model(model_type, **spec)
         else:
             cfg = AutoConfig.from_pretrained(model)
@@ -66,14 +70,28 @@ def copy_bandwidth(device: str) -> float | None:
     return 2 * x.numel() / sorted(times)[len(times) // 2]
 
 
-def run(model: str, *, device: str = "cpu", load_format: str = "auto", quick: bool = False, out: str = "results",
-        dtype: str | None = None, progress: bool = True) -> dict:
+def run(
+    model: str,
+    *,
+    device: str = "cpu",
+    load_format: str = "auto",
+    quick: bool = False,
+    out: str = "results",
+    dtype: str | None = None,
+    progress: bool = True,
+) -> dict:
     from minillm import LLM
 
     s = SCALES["quick" if quick else "full"]
     max_len = max(s["lat_prompt"] + s["lat_tokens"], s["input_len"] + s["output_len"]) + 8
-    common = dict(device=device, dtype=dtype, load_format=load_format, max_model_len=max_len,
-                  max_num_seqs=s["num_requests"], max_num_batched_tokens=max(2048, s["num_requests"] * s["input_len"]))
+    common = dict(
+        device=device,
+        dtype=dtype,
+        load_format=load_format,
+        max_model_len=max_len,
+        max_num_seqs=s["num_requests"],
+        max_num_batched_tokens=max(2048, s["num_requests"] * s["input_len"]),
+    )
     kv = LLM(model, stage="naive", kv_cache_tokens=max_len * s["num_requests"], **common)
     no_cache = LLM(model, stage="naive", kv_cache="none", **common)
     hf = hf_model_for(kv, model, load_format)
@@ -85,7 +103,9 @@ def run(model: str, *, device: str = "cpu", load_format: str = "auto", quick: bo
     for part, wl, bs in (("latency", lat, 1), ("throughput", thr, s["num_requests"])):
         runs[part]["no cache"] = run_llm(no_cache, wl, f"{part}: no cache", progress=progress)
         runs[part]["naive (KV cache)"] = run_llm(kv, wl, f"{part}: naive", progress=progress)
-        runs[part]["transformers generate"] = run_hf_generate(hf, wl, bs, f"{part}: transformers", progress=progress)
+        runs[part]["transformers generate"] = run_hf_generate(
+            hf, wl, bs, f"{part}: transformers", progress=progress
+        )
     same_tokens = all(runs[p]["no cache"].token_ids == runs[p]["naive (KV cache)"].token_ids for p in runs)
 
     rows = []
@@ -101,24 +121,38 @@ def run(model: str, *, device: str = "cpu", load_format: str = "auto", quick: bo
     for row in rows:
         if roofline and row["part"] == "latency":
             row["decode_roofline_frac"] = 1000 / row["median_itl_ms"] / roofline
-    cols = [("part", "part", ""), ("label", "engine", ""), ("median_ttft_ms", "TTFT p50 ms", ".2f"),
-            ("median_tpot_ms", "TPOT p50 ms", ".2f"), ("p99_itl_ms", "ITL p99 ms", ".2f"),
-            ("median_e2el_ms", "E2EL p50 ms", ".1f"), ("output_throughput", "out tok/s", ".1f"),
-            ("speedup_vs_no_cache", "x no-cache", ".2f")]
+    cols = [
+        ("part", "part", ""),
+        ("label", "engine", ""),
+        ("median_ttft_ms", "TTFT p50 ms", ".2f"),
+        ("median_tpot_ms", "TPOT p50 ms", ".2f"),
+        ("p99_itl_ms", "ITL p99 ms", ".2f"),
+        ("median_e2el_ms", "E2EL p50 ms", ".1f"),
+        ("output_throughput", "out tok/s", ".1f"),
+        ("speedup_vs_no_cache", "x no-cache", ".2f"),
+    ]
     if roofline:
         cols.append(("decode_roofline_frac", "of HBM roofline", ".1%"))
     table = markdown_table(rows, cols)
     env = environment(device)
-    header = (f"Chapter 1 on {env['device_name']} ({device}, {kv.config.torch_dtype}), model {model}"
-              f"{' (dummy weights)' if load_format == 'dummy' else ''}; torch {env['torch']}, "
-              f"transformers {env['transformers']}.\nlatency: 1 request, {s['lat_prompt']} prompt + {s['lat_tokens']}"
-              f" output tokens; throughput: {s['num_requests']} requests x ({s['input_len']} + {s['output_len']})"
-              f" tokens, one static batch; greedy, EOS ignored. Token-identical no-cache vs KV: {same_tokens}.")
+    header = (
+        f"Chapter 1 on {env['device_name']} ({device}, {kv.config.torch_dtype}), model {model}"
+        f"{' (dummy weights)' if load_format == 'dummy' else ''}; torch {env['torch']}, "
+        f"transformers {env['transformers']}.\nlatency: 1 request, {s['lat_prompt']} prompt + {s['lat_tokens']}"
+        f" output tokens; throughput: {s['num_requests']} requests x ({s['input_len']} + {s['output_len']})"
+        f" tokens, one static batch; greedy, EOS ignored. Token-identical no-cache vs KV: {same_tokens}."
+    )
     payload = {
-        "chapter": 1, "env": env, "model": model, "load_format": load_format, "scale": s,
+        "chapter": 1,
+        "env": env,
+        "model": model,
+        "load_format": load_format,
+        "scale": s,
         "config": {"naive": vars(kv.config), "no_cache": vars(no_cache.config)},
         "workloads": {"latency": lat.describe(), "throughput": thr.describe()},
-        "copy_bandwidth_Bps": bw, "weight_bytes": weight_bytes, "token_identical": same_tokens,
+        "copy_bandwidth_Bps": bw,
+        "weight_bytes": weight_bytes,
+        "token_identical": same_tokens,
         "aggregates": rows,
         "per_request": {p: {k: r.metrics for k, r in v.items()} for p, v in runs.items()},
     }
@@ -138,7 +172,9 @@ def plot(runs, out_dir, title: str) -> None:
     for label, r in runs["latency"].items():
         itl = [x * 1000 for x in r.metrics[0].itl]
         ax1.plot(range(2, len(itl) + 2), itl, label=label, lw=1.2)
-    ax1.set(xlabel="output token index", ylabel="inter-token latency (ms)", title="per-token latency vs position")
+    ax1.set(
+        xlabel="output token index", ylabel="inter-token latency (ms)", title="per-token latency vs position"
+    )
     ax1.legend()
     labels = list(runs["throughput"])
     vals = [runs["throughput"][k].summary()["output_throughput"] for k in labels]

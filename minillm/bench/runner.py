@@ -34,8 +34,10 @@ def run_llm(llm, workload: Workload, label: str, *, progress: bool = True, warmu
     """Feed the workload to llm.engine (honouring arrival times) and step until every request ends."""
     engine = llm.engine
     if warmup:  # first-call costs (allocator, kernels, caches) stay out of the numbers
-        llm.generate(prompt_token_ids=[workload.requests[0].prompt_token_ids[:8]],
-                     sampling_params=SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True))
+        llm.generate(
+            prompt_token_ids=[workload.requests[0].prompt_token_ids[:8]],
+            sampling_params=SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True),
+        )
     order = sorted(range(len(workload.requests)), key=lambda i: workload.requests[i].arrival_time)
     ids: dict[int, int] = {}
     done: dict[int, RequestMetrics] = {}
@@ -77,8 +79,14 @@ class _TokenClock:
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
-def run_hf_generate(hf_model, workload: Workload, batch_size: int, label: str = "transformers generate",
-                    *, progress: bool = True) -> RunResult:
+def run_hf_generate(
+    hf_model,
+    workload: Workload,
+    batch_size: int,
+    label: str = "transformers generate",
+    *,
+    progress: bool = True,
+) -> RunResult:
     """transformers' generate in static batches of batch_size (left-padded), greedy, EOS ignored."""
     from transformers import StoppingCriteriaList
 
@@ -91,13 +99,18 @@ def run_hf_generate(hf_model, workload: Workload, batch_size: int, label: str = 
         ids = torch.zeros(len(batch), width, dtype=torch.long)
         mask = torch.zeros_like(ids)
         for i, r in enumerate(batch):
-            ids[i, width - len(r.prompt_token_ids):] = torch.tensor(r.prompt_token_ids)
-            mask[i, width - len(r.prompt_token_ids):] = 1
+            ids[i, width - len(r.prompt_token_ids) :] = torch.tensor(r.prompt_token_ids)
+            mask[i, width - len(r.prompt_token_ids) :] = 1
         n = max(r.max_tokens for r in batch)
         with torch.inference_mode():
             hf_model.generate(
-                input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=n, min_new_tokens=n,
-                do_sample=False, pad_token_id=0, stopping_criteria=StoppingCriteriaList([clock] if clock else []),
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                pad_token_id=0,
+                stopping_criteria=StoppingCriteriaList([clock] if clock else []),
             )
 
     generate(reqs[:1])  # warm-up
@@ -112,8 +125,9 @@ def run_hf_generate(hf_model, workload: Workload, batch_size: int, label: str = 
             t = clock.times[: r.max_tokens]
             itl = [y - x for x, y in zip(t, t[1:])]
             tpot = (t[-1] - t[0]) / (len(t) - 1) if len(t) > 1 else 0.0
-            metrics.append(RequestMetrics(t[0] - start, tpot, itl, t[-1] - start, 0,
-                                          len(r.prompt_token_ids), len(t)))
+            metrics.append(
+                RequestMetrics(t[0] - start, tpot, itl, t[-1] - start, 0, len(r.prompt_token_ids), len(t))
+            )
         bar.update(len(batch))
     duration = time.perf_counter() - start
     bar.close()

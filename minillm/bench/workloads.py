@@ -80,8 +80,14 @@ def random_lengths(
         if max_len:
             n_in, n_out = min(n_in, max_len - 1), max(1, min(n_out, max_len - min(n_in, max_len - 1)))
         reqs.append(BenchRequest(_random_ids(rng, n_in, vocab_size), n_out))
-    params = dict(kind=f"random-{dist}", input_len=input_len, output_len=output_len, seed=seed,
-                  range_ratio=range_ratio if dist == "uniform" else None, sigma=sigma if dist == "lognormal" else None)
+    params = dict(
+        kind=f"random-{dist}",
+        input_len=input_len,
+        output_len=output_len,
+        seed=seed,
+        range_ratio=range_ratio if dist == "uniform" else None,
+        sigma=sigma if dist == "lognormal" else None,
+    )
     return Workload(f"{dist}-{num_requests}", reqs, params)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from minillm.attention.metadata import AttentionMetadata
-from minillm.attention.sdpa import padded_attention
+from minillm.attention.sdpa import PaddedSDPA
 
 
 class ContiguousKVCache:
@@ -52,10 +52,11 @@ class ContiguousKVCache:
         return sum(t.numel() * t.element_size() for t in self.k_cache + self.v_cache)
 
 
-class ContiguousAttention:
+class ContiguousAttention(PaddedSDPA):
     """Write the new K/V into each sequence's row, then attend over the row's first context_len slots."""
 
     def __init__(self, kv: ContiguousKVCache):
+        super().__init__()
         self.kv = kv
 
     def forward(self, layer_idx: int, q, k, v, meta: AttentionMetadata) -> torch.Tensor:
@@ -66,4 +67,4 @@ class ContiguousAttention:
         rows = meta.block_tables[:, 0]  # (B,)
         k_rows = k_cache[rows, : meta.max_context_len]  # (B, Lk, nkv, d)
         v_rows = v_cache[rows, : meta.max_context_len]
-        return padded_attention(q, k_rows, v_rows, meta)
+        return self.attend(q, k_rows, v_rows, meta)

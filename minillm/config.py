@@ -20,13 +20,14 @@ class EngineConfig:
     device: str = "cpu"
     dtype: str | None = None  # None: float32 on CPU (exact parity tests), bfloat16 on CUDA
     seed: int = 0  # seeds dummy weights and the sampler of requests without their own seed
-    kv_cache: str = "contiguous"  # "none" (recompute everything, ch1 baseline) | "contiguous" (ch1)
+    kv_cache: str = "contiguous"  # "none" (recompute everything, ch1 baseline) | "contiguous" (ch1) | "paged" (ch2)
     kv_cache_tokens: int = 8192  # KV memory budget, in token slots, shared by all sequences
-    block_size: int = 16  # paged KV block size in tokens (chapter 2)
+    gpu_memory_utilization: float | None = None  # on CUDA: size the paged pool from this fraction instead
+    block_size: int = 16  # paged KV block size in tokens (chapter 2); vLLM's default too
     max_num_seqs: int = 64  # most sequences in one batch
     max_num_batched_tokens: int = 2048  # most tokens in one forward (prompts are never split in ch1)
-    max_model_len: int | None = None  # longest sequence; None: min(model's max positions, kv_cache_tokens)
-    scheduler: str = "static"  # "static": a batch runs until its longest member finishes (ch1)
+    max_model_len: int | None = None  # longest sequence; None: min(max positions, kv_cache_tokens, token budget)
+    scheduler: str = "static"  # "static": batch runs until its longest member ends (ch1) | "continuous" (ch2)
 
     def __post_init__(self):
         positive = ("kv_cache_tokens", "block_size", "max_num_seqs", "max_num_batched_tokens")
@@ -40,10 +41,14 @@ class EngineConfig:
             raise ValueError(f"max_model_len must be an int > 1, got {self.max_model_len!r}")
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
-        if self.kv_cache not in ("none", "contiguous"):
-            raise ValueError(f"kv_cache must be 'none' or 'contiguous', got {self.kv_cache!r}")
-        if self.scheduler not in ("static",):
-            raise ValueError(f"scheduler must be 'static', got {self.scheduler!r}")
+        if self.kv_cache not in ("none", "contiguous", "paged"):
+            raise ValueError(f"kv_cache must be 'none', 'contiguous' or 'paged', got {self.kv_cache!r}")
+        if self.scheduler not in ("static", "continuous"):
+            raise ValueError(f"scheduler must be 'static' or 'continuous', got {self.scheduler!r}")
+        if self.scheduler == "continuous" and self.kv_cache != "paged":
+            raise ValueError("scheduler='continuous' needs kv_cache='paged'")
+        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
@@ -69,4 +74,5 @@ class EngineConfig:
 # stage -> the knobs it sets; later chapters add their stage here.
 STAGES: dict[str, dict] = {
     "naive": dict(kv_cache="contiguous", scheduler="static"),  # ch1
+    "paged": dict(kv_cache="paged", scheduler="continuous"),  # ch2
 }

@@ -10,6 +10,7 @@ Checked by: pytest -m ch1.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,12 +18,25 @@ import torch
 from minillm.attention.sdpa import NoCacheAttention
 from minillm.config import EngineConfig
 from minillm.kv.contiguous import ContiguousAttention, ContiguousKVCache
+from minillm.kv.paged import PagedAttention, PagedKVCache
 from minillm.model.loader import load_model
 from minillm.request import RequestOutput, SamplingParams, Sequence, SequenceStatus
 from minillm.runner import ModelRunner
 from minillm.sampling import Sampler
+from minillm.scheduler.continuous import ContinuousScheduler
 from minillm.scheduler.static import StaticScheduler
 from minillm.tokenizer import IncrementalDetokenizer, Tokenizer
+
+
+@dataclass
+class StepStats:
+    time: float
+    num_seqs: int  # sequences in this step's batch
+    num_tokens: int  # tokens fed this step
+    num_waiting: int
+    kv_used: int  # KV slots holding a token's K/V
+    kv_reserved: int  # KV slots allocated to sequences (used + waste inside their rows/blocks)
+    kv_total: int  # KV slots in the pool
 
 
 class Engine:
@@ -35,34 +49,65 @@ class Engine:
         )
         self.tokenizer = _find_tokenizer(tokenizer, model_dir)
         mc = self.model_config
-        self.max_model_len = config.max_model_len or min(mc.max_position_embeddings, config.kv_cache_tokens)
+        self.max_model_len = config.max_model_len or _default_max_model_len(config, mc.max_position_embeddings)
         if self.max_model_len > mc.max_position_embeddings:
             raise ValueError(
                 f"max_model_len={self.max_model_len} exceeds the model's max_position_embeddings="
                 f"{mc.max_position_embeddings}"
             )
+        if self.max_model_len > config.max_num_batched_tokens:
+            raise ValueError(
+                f"max_model_len={self.max_model_len} exceeds max_num_batched_tokens={config.max_num_batched_tokens}:"
+                " without chunked prefill a whole sequence must fit in one step"
+            )
         self.eos_token_ids = set(mc.eos_token_ids)
         if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
             self.eos_token_ids.add(self.tokenizer.eos_token_id)
-        if config.kv_cache == "none":
-            self.kv, backend = None, NoCacheAttention()
-        else:
-            rows = min(config.max_num_seqs, config.kv_cache_tokens // self.max_model_len)
-            self.kv = ContiguousKVCache(
-                mc.num_layers,
-                rows,
-                self.max_model_len,
-                mc.num_kv_heads,
-                mc.head_dim,
-                config.torch_dtype,
-                config.device,
-            )
-            backend = ContiguousAttention(self.kv)
-        self.scheduler = StaticScheduler(config.max_num_seqs, config.max_num_batched_tokens, self.kv)
+        self.kv, backend, self.scheduler = self._build_kv_and_scheduler()
         self.runner = ModelRunner(self.model, backend, self.kv, config.device)
         self.sampler = Sampler(config.device, config.seed)
         self._next_id = 0
+        self.step_stats: list[StepStats] = []  # one per step: batch shape and KV memory, for plots
         self._detok: dict[int, IncrementalDetokenizer] = {}
+
+    def _build_kv_and_scheduler(self):
+        """The stage-specific parts: KV layout, the attention backend that reads it, the scheduler."""
+        c, mc = self.config, self.model_config
+        kv_shape = (mc.num_layers, mc.num_kv_heads, mc.head_dim, c.torch_dtype, c.device)
+        if c.kv_cache == "none":
+            kv, backend = None, NoCacheAttention()
+        elif c.kv_cache == "contiguous":
+            rows = min(c.max_num_seqs, c.kv_cache_tokens // self.max_model_len)
+            layers, nkv, hd, dtype, dev = kv_shape
+            kv = ContiguousKVCache(layers, rows, self.max_model_len, nkv, hd, dtype, dev)
+            backend = ContiguousAttention(kv)
+        else:
+            layers, nkv, hd, dtype, dev = kv_shape
+            kv = PagedKVCache(layers, self._num_blocks(), c.block_size, nkv, hd, dtype, dev)
+            backend = PagedAttention(kv)
+        if c.scheduler == "static":
+            scheduler = StaticScheduler(c.max_num_seqs, c.max_num_batched_tokens, kv)
+        else:
+            scheduler = ContinuousScheduler(c.max_num_seqs, c.max_num_batched_tokens, kv)
+        return kv, backend, scheduler
+
+    def _num_blocks(self) -> int:
+        """From kv_cache_tokens, or on a GPU from gpu_memory_utilization of the memory left after the weights."""
+        c, mc = self.config, self.model_config
+        if c.gpu_memory_utilization is None or not c.device.startswith("cuda"):
+            return c.kv_cache_tokens // c.block_size
+        free, total = torch.cuda.mem_get_info(c.device)
+        budget = free - (1 - c.gpu_memory_utilization) * total
+        bytes_per_block = 2 * mc.num_layers * c.block_size * mc.num_kv_heads * mc.head_dim * c.torch_dtype.itemsize
+        return int(budget // bytes_per_block)
+
+    def kv_capacity_tokens(self) -> int:
+        """Most tokens one sequence could ever hold in this engine's KV cache."""
+        if self.kv is None:
+            return self.max_model_len
+        if self.config.kv_cache == "contiguous":
+            return self.max_model_len
+        return self.kv.num_blocks * self.kv.block_size
 
     # -- requests ---------------------------------------------------------------------------------
     def check_params(self, params) -> None:
@@ -96,6 +141,7 @@ class Engine:
         self.check_params(params)
         rid = self._next_id
         ids = prompt_token_ids if prompt_token_ids is not None else self.encode_prompt(rid, prompt)
+        self.check_fits(rid, ids, params)
         seq = Sequence(rid, ids, params, prompt=prompt if isinstance(prompt, str) else None)
         if arrival_time is not None:
             seq.arrival_time = arrival_time
@@ -106,6 +152,16 @@ class Engine:
         self._next_id += 1
         self.scheduler.add(seq)
         return rid
+
+    def check_fits(self, index: int, ids: list[int], params: SamplingParams) -> None:
+        """A request whose prompt + max_tokens can never fit the KV pool would wait forever: reject it."""
+        need = min(len(ids) + params.max_tokens, self.max_model_len)
+        capacity = self.kv_capacity_tokens()
+        if need > capacity:
+            raise ValueError(
+                f"prompt {index}: prompt + max_tokens = {need} tokens can never fit the KV pool of {capacity} "
+                "tokens (raise kv_cache_tokens or lower max_tokens)"
+            )
 
     def _validate_prompt(self, rid: int, ids: list[int]) -> None:
         if len(ids) == 0:
@@ -137,7 +193,15 @@ class Engine:
         tokens = self.sampler(logits, batch.seqs)
         now = time.perf_counter()
         self.scheduler.update(batch)
+        self._record(batch, now)
         return [self._append_token(seq, tok, now) for seq, tok in zip(batch.seqs, tokens)]
+
+    def _record(self, batch, now: float) -> None:
+        used = reserved = total = 0
+        if self.kv is not None:
+            used, reserved, total = self.kv.usage(self.scheduler.seqs_holding_kv())
+        self.step_stats.append(StepStats(now, len(batch.seqs), batch.num_tokens, len(self.scheduler.waiting),
+                                         used, reserved, total))
 
     def _append_token(self, seq: Sequence, token: int, now: float) -> RequestOutput:
         """Append a sampled token, detokenize, and check the stop conditions (vLLM's order)."""
@@ -173,6 +237,10 @@ class Engine:
         seq.status = SequenceStatus.FINISHED
         seq.finish_reason = reason
         self.scheduler.finish(seq)
+
+
+def _default_max_model_len(config: EngineConfig, max_position_embeddings: int) -> int:
+    return min(max_position_embeddings, config.kv_cache_tokens, config.max_num_batched_tokens)
 
 
 def _find_tokenizer(tokenizer: str | None, model_dir: Path | None) -> Tokenizer | None:

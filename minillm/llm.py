@@ -66,6 +66,8 @@ class LLM:
         for sp in params:  # validate everything before queueing anything
             self.engine.check_params(sp)
         encoded = [self.engine.encode_prompt(i, p) for i, p in enumerate(inputs)]
+        for i, (ids, sp) in enumerate(zip(encoded, params)):
+            self.engine.check_fits(i, ids, sp)
         now = time.perf_counter()
         return [
             self.engine.add_request(p, sp, arrival_time=now, prompt_token_ids=ids)

@@ -105,7 +105,7 @@ class Sequence:
     finish_reason: str | None = None
     token_times: list[float] = field(default_factory=list)
     generator: torch.Generator | None = None
-    row: int | None = None  # contiguous KV row (chapter 1)
+    block_table: list[int] = field(default_factory=list)  # KV blocks (ch1: one row of max_model_len)
     output_text: str = ""
     num_cached_tokens: int = 0
 

@@ -13,22 +13,29 @@ from minillm.attention.metadata import AttentionMetadata
 from minillm.scheduler import ScheduledBatch
 
 
+def pad_block_tables(tables: list[list[int]]) -> list[list[int]]:
+    width = max(1, max(len(t) for t in tables))
+    return [t + [0] * (width - len(t)) for t in tables]
+
+
 class ModelRunner:
     def __init__(self, model, attn_backend, kv, device: str):
         self.model, self.attn_backend, self.kv, self.device = model, attn_backend, kv, device
 
     def prepare(self, batch: ScheduledBatch):
-        input_ids, positions, slots, seq_ids, cu, ctx, rows, logits_indices = [], [], [], [], [0], [], [], []
+        input_ids, positions, slots, seq_ids, cu, ctx, tables, logits_indices = [], [], [], [], [0], [], [], []
+        bs = self.kv.block_size if self.kv is not None else 0
         for b, (seq, n) in enumerate(zip(batch.seqs, batch.num_new_tokens)):
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
             input_ids += seq.token_ids[start:end]
             positions += range(start, end)
-            if self.kv is not None:
-                slots += [self.kv.slot(seq.row, p) for p in range(start, end)]
+            if self.kv is not None:  # slot = physical block * block_size + offset in the block
+                bt = seq.block_table
+                slots += [bt[p // bs] * bs + p % bs for p in range(start, end)]
             seq_ids += [b] * n
             cu.append(cu[-1] + n)
             ctx.append(end)
-            rows.append(seq.row or 0)
+            tables.append(seq.block_table)
             logits_indices.append(cu[-1] - 1)
         dev = self.device
         as_tensor = lambda x, dtype: torch.tensor(x, dtype=dtype, device=dev)  # noqa: E731
@@ -36,7 +43,7 @@ class ModelRunner:
             cu_seqlens_q=as_tensor(cu, torch.int32),
             context_lens=as_tensor(ctx, torch.int32),
             slot_mapping=as_tensor(slots, torch.int64),
-            block_tables=as_tensor(rows, torch.int32)[:, None],  # (B, 1): one row per sequence
+            block_tables=as_tensor(pad_block_tables(tables), torch.int32),  # (B, max_blocks)
             seq_ids=as_tensor(seq_ids, torch.int64),
             max_seqlen_q=max(batch.num_new_tokens),
             max_context_len=max(ctx),

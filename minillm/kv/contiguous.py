@@ -44,8 +44,16 @@ class ContiguousKVCache:
             raise RuntimeError(f"row {row} is not allocated")
         self.free_rows.append(row)
 
-    def slot(self, row: int, position: int) -> int:
-        return row * self.max_model_len + position
+    @property
+    def block_size(self) -> int:
+        """A row is one block of max_model_len slots: slot = row * max_model_len + position."""
+        return self.max_model_len
+
+    def usage(self, seqs) -> tuple[int, int, int]:
+        """(slots holding K/V, slots reserved, slots in the pool) for the sequences holding rows."""
+        used = sum(s.num_computed_tokens for s in seqs if s.block_table)
+        reserved = (self.num_rows - self.num_free_rows) * self.max_model_len
+        return used, reserved, self.num_rows * self.max_model_len
 
     @property
     def bytes_reserved(self) -> int:

@@ -30,6 +30,9 @@ class StaticScheduler:
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
 
+    def seqs_holding_kv(self) -> list[Sequence]:
+        return self.batch
+
     def has_unfinished(self) -> bool:
         return bool(self.waiting) or any(not s.is_finished for s in self.batch)
 
@@ -61,12 +64,12 @@ class StaticScheduler:
             budget -= seq.num_prompt_tokens
             seq.status = SequenceStatus.RUNNING
             if self.kv is not None:
-                seq.row = self.kv.allocate_row()
+                seq.block_table = [self.kv.allocate_row()]
             self.batch.append(seq)
 
     def _release_batch(self) -> None:
         for seq in self.batch:
-            if seq.row is not None:
-                self.kv.free_row(seq.row)
-                seq.row = None
+            for row in seq.block_table:
+                self.kv.free_row(row)
+            seq.block_table = []
         self.batch = []

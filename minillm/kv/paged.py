@@ -1,0 +1,135 @@
+"""Chapter 2: PagedAttention's KV cache (vLLM, SOSP 2023).
+
+The KV pool is cut into fixed-size blocks: per layer, k_cache and v_cache of shape
+(num_blocks, block_size, num_kv_heads, head_dim). A sequence owns a block table, the list of its
+physical blocks in logical order; token position p lives in slot block_table[p // block_size] *
+block_size + p % block_size. A block is allocated only when the previous one is full, so a sequence
+wastes at most block_size - 1 slots, where a contiguous cache reserves max_model_len for everyone.
+
+BlockAllocator: a free list and reference counts (counts above one arrive with prefix sharing, ch3).
+BlockManager:  per-sequence block tables; can_allocate / allocate for prefills, can_append / may_append
+               for the next token (nano-vllm's names), free for finished or preempted sequences.
+
+Checked by: pytest -m ch2 (hypothesis against a brute-force model of the pool).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import torch
+
+from minillm.attention.metadata import AttentionMetadata
+from minillm.attention.sdpa import PaddedSDPA
+from minillm.request import Sequence
+
+
+class BlockAllocator:
+    def __init__(self, num_blocks: int):
+        self.num_blocks = num_blocks
+        self.free_blocks: deque[int] = deque(range(num_blocks))
+        self.ref_counts = [0] * num_blocks
+
+    @property
+    def num_free(self) -> int:
+        return len(self.free_blocks)
+
+    def allocate(self) -> int:
+        if not self.free_blocks:
+            raise RuntimeError("out of KV blocks")
+        block = self.free_blocks.popleft()
+        self.ref_counts[block] = 1
+        return block
+
+    def free(self, block: int) -> None:
+        if self.ref_counts[block] <= 0:
+            raise RuntimeError(f"double free of block {block}")
+        self.ref_counts[block] -= 1
+        if self.ref_counts[block] == 0:
+            self.free_blocks.append(block)
+
+
+class BlockManager:
+    def __init__(self, num_blocks: int, block_size: int):
+        self.block_size = block_size
+        self.allocator = BlockAllocator(num_blocks)
+
+    @property
+    def num_blocks(self) -> int:
+        return self.allocator.num_blocks
+
+    @property
+    def num_free_blocks(self) -> int:
+        return self.allocator.num_free
+
+    def blocks_for(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.block_size)  # ceil
+
+    def can_allocate(self, seq: Sequence) -> bool:
+        """Room for K/V of every token the sequence has (its prompt, plus outputs after a preemption)?"""
+        return self.blocks_for(seq.num_tokens) - len(seq.block_table) <= self.num_free_blocks
+
+    def allocate(self, seq: Sequence) -> None:
+        while len(seq.block_table) < self.blocks_for(seq.num_tokens):
+            seq.block_table.append(self.allocator.allocate())
+
+    def can_append(self, seq: Sequence) -> bool:
+        """Room for the token a decode step writes (position num_tokens - 1)?"""
+        return self.blocks_for(seq.num_tokens) - len(seq.block_table) <= self.num_free_blocks
+
+    def may_append(self, seq: Sequence) -> None:
+        """Give the sequence a new block if the token it writes next starts one."""
+        self.allocate(seq)
+
+    def free(self, seq: Sequence) -> None:
+        for block in reversed(seq.block_table):
+            self.allocator.free(block)
+        seq.block_table = []
+
+
+class PagedKVCache:
+    """The block pool tensors plus the BlockManager that hands out their blocks."""
+
+    def __init__(self, num_layers, num_blocks, block_size, num_kv_heads, head_dim, dtype, device):
+        if block_size <= 0:
+            raise ValueError(f"block_size must be > 0, got {block_size}")
+        if num_blocks < 1:
+            raise ValueError(f"kv_cache_tokens holds no block of block_size={block_size} tokens")
+        self.block_size = block_size
+        self.manager = BlockManager(num_blocks, block_size)
+        shape = (num_blocks, block_size, num_kv_heads, head_dim)
+        # zeros: slots past a context length are masked, but 0 * NaN from stale memory would still be NaN
+        self.k_cache = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.v_cache = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+
+    @property
+    def num_blocks(self) -> int:
+        return self.manager.num_blocks
+
+    def usage(self, seqs) -> tuple[int, int, int]:
+        """(slots holding K/V, slots in allocated blocks, slots in the pool)."""
+        used = sum(s.num_computed_tokens for s in seqs if s.block_table)
+        allocated = (self.num_blocks - self.manager.num_free_blocks) * self.block_size
+        return used, allocated, self.num_blocks * self.block_size
+
+
+class PagedAttention(PaddedSDPA):
+    """The torch reference for paged attention: write new K/V through slot_mapping, gather each
+    sequence's blocks through its block table, and attend with padded SDPA. Chapter 7 replaces the
+    gather-and-pad with Triton kernels that read blocks in place."""
+
+    def __init__(self, kv: PagedKVCache):
+        super().__init__()
+        self.kv = kv
+
+    def forward(self, layer_idx: int, q, k, v, meta: AttentionMetadata) -> torch.Tensor:
+        k_cache, v_cache = self.kv.k_cache[layer_idx], self.kv.v_cache[layer_idx]  # (N, bs, nkv, d)
+        N, bs, nkv, d = k_cache.shape
+        k_cache.view(-1, nkv, d)[meta.slot_mapping] = k  # (N*bs, nkv, d) indexed by slot
+        v_cache.view(-1, nkv, d)[meta.slot_mapping] = v
+        num_blocks = -(-meta.max_context_len // bs)
+        tables = meta.block_tables[:, :num_blocks]  # (B, nb)
+        B = tables.shape[0]
+        k_seq = k_cache[tables].view(B, num_blocks * bs, nkv, d)  # (B, nb*bs, nkv, d), logical order
+        v_seq = v_cache[tables].view(B, num_blocks * bs, nkv, d)
+        return self.attend(q, k_seq, v_seq, meta)

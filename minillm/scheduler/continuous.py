@@ -1,0 +1,96 @@
+"""Chapter 2: continuous batching with prefill first (vLLM V0's default, nano-vllm's scheduler).
+
+Every step the batch is re-formed. If waiting requests fit (a free sequence slot, room in the token
+budget, and free blocks for their whole prompt), the step prefills them. Otherwise it decodes one token
+for every running sequence, giving a sequence a new block when its last one is full. When no block is
+left, the most recently admitted running sequence is preempted: its blocks are freed and it goes back
+to the head of the waiting queue, to be recomputed (prompt + what it generated so far) when blocks
+return. Greedy outputs do not change; only time is lost.
+
+Checked by: pytest -m ch2.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from minillm.kv.paged import PagedKVCache
+from minillm.request import Sequence, SequenceStatus
+from minillm.scheduler import ScheduledBatch
+
+
+class ContinuousScheduler:
+    def __init__(self, max_num_seqs: int, max_num_batched_tokens: int, kv: PagedKVCache):
+        self.max_num_seqs = max_num_seqs
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.kv = kv
+        self.blocks = kv.manager
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []  # in admission order: the last one is the preemption victim
+        self.num_preemptions = 0
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def seqs_holding_kv(self) -> list[Sequence]:
+        return self.running
+
+    def schedule(self) -> ScheduledBatch | None:
+        batch = self._schedule_prefills()
+        if batch is None:
+            batch = self._schedule_decodes()
+        return batch
+
+    def _schedule_prefills(self) -> ScheduledBatch | None:
+        seqs, num_tokens = [], []
+        budget = self.max_num_batched_tokens
+        while self.waiting and len(self.running) < self.max_num_seqs:
+            seq = self.waiting[0]
+            n = seq.num_tokens - seq.num_computed_tokens  # the prompt, or prompt + outputs after preemption
+            if n > budget or not self.blocks.can_allocate(seq):
+                break
+            self.waiting.popleft()
+            self.blocks.allocate(seq)
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+            seqs.append(seq)
+            num_tokens.append(n)
+            budget -= n
+        return ScheduledBatch(seqs, num_tokens) if seqs else None
+
+    def _schedule_decodes(self) -> ScheduledBatch | None:
+        scheduled = []
+        for seq in list(self.running):
+            if seq not in self.running:  # preempted below to make room for an earlier sequence
+                continue
+            while not self.blocks.can_append(seq):
+                victim = self.running[-1]
+                self._preempt(victim)
+                if victim is seq:
+                    break
+            else:
+                self.blocks.may_append(seq)
+                scheduled.append(seq)
+        if not scheduled:
+            return None
+        return ScheduledBatch(scheduled, [1] * len(scheduled))
+
+    def _preempt(self, seq: Sequence) -> None:
+        """Recompute-style preemption: drop the sequence's K/V and queue it first in line."""
+        self.running.remove(seq)
+        self.blocks.free(seq)
+        seq.num_computed_tokens = 0
+        seq.status = SequenceStatus.WAITING
+        self.waiting.appendleft(seq)
+        self.num_preemptions += 1
+
+    def update(self, batch: ScheduledBatch) -> None:
+        for seq, n in zip(batch.seqs, batch.num_new_tokens):
+            seq.num_computed_tokens += n
+
+    def finish(self, seq: Sequence) -> None:
+        self.running.remove(seq)
+        self.blocks.free(seq)

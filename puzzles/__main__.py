@@ -1,0 +1,100 @@
+"""Command line: list, show and check the puzzles.
+
+    python -m puzzles list                          # puzzles in order, and which of yours are written
+    python -m puzzles show 2                        # statement, torch spec, hints
+    python -m puzzles check 2                       # your kernel from puzzles/puzzles.py
+    python -m puzzles check 2 --picture access.png  # plus who read and wrote what (CPU only)
+    python -m puzzles check 2 --program 6           # the picture for one program instance
+    python -m puzzles check all --solution          # every reference solution
+    python -m puzzles check 2 --file my_kernels.py  # your kernels from another file
+"""
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+from puzzles import PUZZLES, check, get
+from puzzles.harness import stub_message
+
+
+def load_kernels(args):
+    if args.solution:
+        return importlib.import_module("puzzles.solutions")
+    if args.file:
+        spec = importlib.util.spec_from_file_location("learner_kernels", args.file)
+        if spec is None:
+            sys.exit(f"cannot import kernels from {args.file!r}: give the path of a .py file")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+    return importlib.import_module("puzzles.puzzles")
+
+
+def cmd_list(args) -> int:
+    kernels = load_kernels(args)
+    print(f"{'#':>3}  {'name':<19}{'title':<44}{'leads to':<36}{'lines':>5}  yours")
+    for p in PUZZLES:
+        fn = getattr(kernels, p.kernel, None)
+        state = "missing" if fn is None else "stub" if stub_message(fn) is not None else "written"
+        print(f"{p.number:>3}  {p.name:<19}{p.title:<44}{p.chapter:<36}{p.lines:>5}  {state}")
+    print("\nStart with: python -m puzzles show 1, then python -m puzzles check 1")
+    return 0
+
+
+def cmd_show(args) -> int:
+    print(get(args.puzzle).describe())
+    return 0
+
+
+def cmd_check(args) -> int:
+    kernels = load_kernels(args)
+    chosen = PUZZLES if args.puzzle == "all" else [get(args.puzzle)]
+    failed = 0
+    for p in chosen:
+        kernel = getattr(kernels, p.kernel, None)
+        if kernel is None:
+            print(f"Puzzle {p.number}: no function `{p.kernel}` in {kernels.__name__}")
+            failed += 1
+            continue
+        result = check(p, kernel, seed=args.seed)
+        print(result.report() + ("\n" if len(chosen) > 1 else ""))
+        failed += not result.passed
+        if (args.picture or args.program is not None) and len(chosen) == 1:
+            if result.trace is None:
+                print("(no picture: it needs the interpreter, TRITON_INTERPRET=1)")
+            else:
+                import matplotlib
+
+                matplotlib.use("Agg")
+                path = args.picture or "access.png"
+                program = tuple(int(v) for v in args.program.split(",")) if args.program else None
+                result.picture(path, program=program)
+                print(f"Picture written to {path}")
+    if len(chosen) > 1:
+        print(f"{len(chosen) - failed} of {len(chosen)} passed")
+    return 1 if failed else 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m puzzles", description="Triton puzzles for minillm.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, doc in (("list", "list the puzzles"), ("show", "print a puzzle's statement"),
+                      ("check", "check a kernel against its puzzle")):
+        p = sub.add_parser(name, help=doc)
+        if name != "list":
+            p.add_argument("puzzle", help="number or name" + (", or 'all'" if name == "check" else ""))
+        if name != "show":
+            p.add_argument("--solution", action="store_true", help="use the reference solutions")
+            p.add_argument("--file", help="a .py file holding your kernels (default: puzzles/puzzles.py)")
+        if name == "check":
+            p.add_argument("--seed", type=int, help="repeat a run: the report prints its seed")
+            p.add_argument("--picture", metavar="PNG", help="save the access picture here")
+            p.add_argument("--program", metavar="X[,Y[,Z]]", help="picture one program instance only")
+    args = parser.parse_args(argv)
+    return {"list": cmd_list, "show": cmd_show, "check": cmd_check}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Puzzle 11: blocked matrix multiply with tl.dot."""
+
+import torch
+import triton
+
+from puzzles.puzzle import Puzzle
+
+STATEMENT = """
+    c = a @ b         a: (M, K) float16    b: (K, N) float16    c: (M, N) float16, accumulate in float32
+
+Grid (cdiv(M, BM), cdiv(N, BN)): each program computes one (BM, BN) tile of c. Loop over K in steps
+of BK: load a (BM, BK) tile of a and a (BK, BN) tile of b (masked: M, N and K are all ragged here),
+acc += tl.dot(a_tile, b_tile), and store acc.to(tl.float16) at the end.
+
+Engine: every linear layer (q/k/v/o projections, the MLP, the LM head). At decode time M is the
+batch size; at prefill it is the number of tokens (chapters 0, 6 and 7).
+"""
+
+
+def spec(a, b):
+    return {"c": (a.float() @ b.float()).half()}  # (M, N)
+
+
+def make_inputs(gen, M, N, K):
+    return {"a": torch.randn(M, K, generator=gen).half(), "b": torch.randn(K, N, generator=gen).half()}
+
+
+def launch(kernel, a, b, c):
+    (M, K), N = a.shape, b.shape[1]
+    BM, BN, BK = (128, 128, 64) if a.is_cuda else (32, 32, 32)
+    kernel[(triton.cdiv(M, BM), triton.cdiv(N, BN))](a, b, c, M, N, K, BM=BM, BN=BN, BK=BK)
+
+
+PUZZLE = Puzzle(
+    number=11, name="matmul", title="Matrix multiply with tl.dot", chapter="ch0 linear layers, ch6-7",
+    kernel="matmul_kernel", statement=STATEMENT, spec=spec, make_inputs=make_inputs, launch=launch,
+    shapes={"check": dict(M=100, N=72, K=80), "bench": dict(M=4096, N=4096, K=4096)}, lines=14,
+    hints=("tl.dot needs every tile dimension >= 16; the launch picks such blocks.",
+           "Masked loads with other=0.0: a zero in the K padding adds nothing to the product."),
+    tolerance={"c": (2e-2, 1e-2)},
+)

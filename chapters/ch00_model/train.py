@@ -223,9 +223,13 @@ def main() -> None:
     p.add_argument("--save-dtype", default="bfloat16", choices=["bfloat16", "float32"])
     p.add_argument("--shard-mb", type=int, help="split the safetensors file into shards of this size")
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a TrainConfig field")
     args = p.parse_args()
 
     cfg = TrainConfig(**(QUICK if args.quick else {}))
+    for item in args.set:
+        key, value = item.split("=", 1)
+        setattr(cfg, key, type(getattr(cfg, key))(value))  # AttributeError names an unknown field
     if args.steps:
         cfg.max_steps = args.steps
     device = torch.device("cpu" if args.quick and args.device == "cuda" else args.device)

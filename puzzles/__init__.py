@@ -2,7 +2,7 @@
 
     python -m puzzles list            # the puzzles, in order, with the chapter each leads to
     python -m puzzles show 1          # statement, torch spec and hints of puzzle 1
-    python -m puzzles check 1         # run your kernel from puzzles/puzzles.py through the checker
+    python -m puzzles check 1         # run your kernel from puzzles/kernels.py through the checker
 
 Without a CUDA GPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1, set here before any
 kernel is defined); on a GPU the same code is compiled. The checker is in puzzles/harness.py.

@@ -2,7 +2,7 @@
 
     python -m puzzles list                          # puzzles in order, and which of yours are written
     python -m puzzles show 2                        # statement, torch spec, hints
-    python -m puzzles check 2                       # your kernel from puzzles/puzzles.py
+    python -m puzzles check 2                       # your kernel from puzzles/kernels.py
     python -m puzzles check 2 --picture access.png  # plus who read and wrote what (CPU only)
     python -m puzzles check 2 --program 6           # the picture for one program instance
     python -m puzzles check all --solution          # every reference solution
@@ -29,7 +29,7 @@ def load_kernels(args):
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
         return module
-    return importlib.import_module("puzzles.puzzles")
+    return importlib.import_module("puzzles.kernels")
 
 
 def cmd_list(args) -> int:
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
             p.add_argument("puzzle", help="number or name" + (", or 'all'" if name == "check" else ""))
         if name != "show":
             p.add_argument("--solution", action="store_true", help="use the reference solutions")
-            p.add_argument("--file", help="a .py file holding your kernels (default: puzzles/puzzles.py)")
+            p.add_argument("--file", help="a .py file holding your kernels (default: puzzles/kernels.py)")
         if name == "check":
             p.add_argument("--seed", type=int, help="repeat a run: the report prints its seed")
             p.add_argument("--picture", metavar="PNG", help="save the access picture here")

@@ -4,7 +4,8 @@
 
 After the launch a changed guard is an out-of-bounds write; a sentinel (NaN for floats) showing up
 in an output is an out-of-bounds read that leaked into the result. Fresh outputs start "poisoned"
-(a value no correct kernel writes), so an element that still holds it was never written. This works
+(a value no correct kernel writes), guards included, so an element that still holds it was never
+written, and a NaN stored past an output's end still changes its guard. This works
 the same in the interpreter and on a GPU; puzzles/trace.py adds who-touched-what in the interpreter.
 """
 
@@ -44,6 +45,7 @@ class Guarded:
     buffer: torch.Tensor  # (guard + numel + guard,) flat, same dtype
     tensor: torch.Tensor  # the interior view handed to the kernel, contiguous, original shape
     guard: int  # elements in each guard region
+    guard_fill: float | int  # what the guards hold
 
     @property
     def before(self) -> torch.Tensor:
@@ -59,8 +61,7 @@ class Guarded:
         Positions are element offsets relative to the tensor: -1 is just before it, numel just after.
         """
         out = []
-        fill = bits(torch.full((1,), sentinel(self.buffer.dtype), dtype=self.buffer.dtype,
-                               device=self.buffer.device))
+        fill = bits(torch.full((1,), self.guard_fill, dtype=self.buffer.dtype, device=self.buffer.device))
         for side, region, base in (("before", self.before, -self.guard),
                                    ("after", self.after, self.tensor.numel())):
             hit = (bits(region) != fill).nonzero().flatten()
@@ -75,13 +76,17 @@ def guard_length(numel: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-def guarded(name: str, like: torch.Tensor, fill=None) -> Guarded:
-    """A guarded copy of `like` (fill=None) or a guarded tensor of its shape filled with `fill`."""
+def guarded(name: str, like: torch.Tensor, fill=None, guard_fill=None) -> Guarded:
+    """A guarded copy of `like` (fill=None) or a guarded tensor of its shape filled with `fill`.
+
+    The guards hold `guard_fill`, by default the read sentinel of the dtype.
+    """
     g = guard_length(like.numel())
-    buf = torch.full((2 * g + like.numel(),), sentinel(like.dtype), dtype=like.dtype, device=like.device)
+    guard_fill = sentinel(like.dtype) if guard_fill is None else guard_fill
+    buf = torch.full((2 * g + like.numel(),), guard_fill, dtype=like.dtype, device=like.device)
     inner = buf[g: g + like.numel()].view(like.shape)
     if fill is None:
         inner.copy_(like)
     else:
         inner.fill_(fill)
-    return Guarded(name, buf, inner, g)
+    return Guarded(name, buf, inner, g, guard_fill)

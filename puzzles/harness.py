@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from puzzles.guards import Guarded, bits, guarded, poison
+from puzzles.interpreter import as_interpreted, helpers_interpreted, interpreting
 from puzzles.puzzle import Puzzle
 from puzzles.trace import Trace, recording
 
@@ -94,13 +95,6 @@ class Result:
         return draw(self, path=path, program=program)
 
 
-def interpreting() -> bool:
-    import triton
-
-    knobs = getattr(triton, "knobs", None)
-    return bool(knobs.runtime.interpret) if knobs is not None else os.environ.get("TRITON_INTERPRET") == "1"
-
-
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() and not interpreting() else "cpu"
 
@@ -137,7 +131,8 @@ def check(puzzle: Puzzle, kernel, *, seed: int | None = None, shape: str = "chec
     expected = puzzle.spec(**{k: v.clone() if torch.is_tensor(v) else v for k, v in raw.items()})
     guards = {k: guarded(k, v) for k, v in raw.items() if torch.is_tensor(v)}
     fresh = [k for k in expected if k not in raw]  # outputs the kernel must write every element of
-    guards.update({k: guarded(k, expected[k], fill=poison(expected[k].dtype)) for k in fresh})
+    guards.update({k: guarded(k, expected[k], fill=poison(expected[k].dtype), guard_fill=poison(expected[k].dtype))
+                   for k in fresh})  # a NaN guard would not notice a NaN written into it
     args = {k: guards[k].tensor if k in guards else v for k, v in raw.items()}
     args.update({k: guards[k].tensor for k in fresh})
     result.inputs = {k: guards[k].tensor for k in raw if k in guards}
@@ -145,9 +140,9 @@ def check(puzzle: Puzzle, kernel, *, seed: int | None = None, shape: str = "chec
     result.expected = expected
 
     start = time.perf_counter()
-    with recording(list(guards.values())) as trace:
+    with helpers_interpreted(), recording(list(guards.values())) as trace:
         try:
-            puzzle.launch(kernel, **args)
+            puzzle.launch(as_interpreted(kernel), **args)
             if device == "cuda":
                 torch.cuda.synchronize()
         except Exception as exc:  # the learner's kernel may fail in any way; report it, don't die
@@ -166,16 +161,17 @@ def check(puzzle: Puzzle, kernel, *, seed: int | None = None, shape: str = "chec
 
 
 def describe_exception(exc: BaseException, kernel) -> str:
-    root = exc
-    while root.__cause__ is not None:  # the interpreter wraps the real error in InterpreterError
-        root = root.__cause__
+    chain = [exc]
+    while chain[-1].__cause__ is not None:  # the interpreter wraps the real error in InterpreterErrors
+        chain.append(chain[-1].__cause__)
+    root = chain[-1]
     text = f"{type(root).__name__}: {root}".strip()
     fn = getattr(kernel, "fn", kernel)
     try:
         source_file = inspect.getsourcefile(fn)
     except TypeError:
         source_file = None
-    frames = [f for f in traceback.extract_tb(root.__traceback__) if f.filename == source_file]
+    frames = [f for e in chain for f in traceback.extract_tb(e.__traceback__) if f.filename == source_file]
     if frames:
         text += f"\n  at {os.path.basename(frames[-1].filename)} line {frames[-1].lineno}: {frames[-1].line}"
     return text
@@ -317,6 +313,9 @@ def too_many_reads(puzzle, guards, trace) -> list[Problem]:
     for name, limit in puzzle.max_reads.items():
         counts = trace.counts("read", name, guards[name].tensor.numel())
         if counts.size and counts.max() > limit:
-            problems.append(Problem("read too often", f"elements of {name} were loaded up to {counts.max()} times; "
+            flat = int(counts.argmax())
+            idx = [int(i) for i in np.unravel_index(flat, tuple(guards[name].tensor.shape))]
+            problems.append(Problem("read too often", f"elements of {name} were loaded up to {counts.max()} times, "
+                                    f"e.g. {name}{idx} by {programs(trace, trace.programs_at('read', name, flat))}; "
                                     f"this puzzle asks for at most {limit} pass(es) over {name}."))
     return problems

@@ -19,7 +19,7 @@ class Puzzle:
     name: str  # short slug: `python -m puzzles check add_masked` works as well as `check 2`
     title: str
     chapter: str  # the engine chapter the kernel leads to, e.g. "ch2 PagedAttention"
-    kernel: str  # the name of the @triton.jit function the learner writes in puzzles/puzzles.py
+    kernel: str  # the name of the @triton.jit function the learner writes in puzzles/kernels.py
     statement: str  # formula, shapes, and what the engine uses it for
     spec: Callable[..., dict]  # torch reference: inputs -> {output name: tensor}
     make_inputs: Callable[..., dict]  # (torch.Generator, **shape) -> {name: CPU tensor or int}
@@ -35,9 +35,9 @@ class Puzzle:
     def describe(self) -> str:
         """The statement, the spec's source and the hints, as `python -m puzzles show N` prints them."""
         spec_src = inspect.getsource(self.spec).rstrip()
-        parts = [f"Puzzle {self.number}: {self.title}  [{self.chapter}]", "", textwrap.dedent(self.statement).strip(), "",
+        parts = [f"Puzzle {self.number}: {self.title}  [{self.chapter}]", "", textwrap.dedent(self.statement).strip("\n"), "",
                  "Spec (torch):", spec_src, "",
-                 f"Write `{self.kernel}` in puzzles/puzzles.py (roughly {self.lines} lines).",
+                 f"Write `{self.kernel}` in puzzles/kernels.py (roughly {self.lines} lines).",
                  f"Check it with: python -m puzzles check {self.number}"]
         if self.hints:
             parts += ["", "Hints:"] + [f"  - {h}" for h in self.hints]

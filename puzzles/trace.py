@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from puzzles.guards import Guarded
+from puzzles.interpreter import interpreting
 
 
 @dataclass
@@ -102,14 +103,11 @@ class Trace:
 def _interpreter_builder():
     """The interpreter's builder if this Triton runs kernels in interpreter mode, else None."""
     try:
-        import triton
         from triton.runtime import interpreter
     except ImportError:
         return None
-    knobs = getattr(triton, "knobs", None)
-    interpreting = knobs.runtime.interpret if knobs is not None else False
     builder = getattr(interpreter, "interpreter_builder", None)
-    if not interpreting or not hasattr(builder, "create_masked_load") or not hasattr(builder, "create_masked_store"):
+    if not interpreting() or not hasattr(builder, "create_masked_load") or not hasattr(builder, "create_masked_store"):
         return None
     return builder
 

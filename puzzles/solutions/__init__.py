@@ -1,6 +1,6 @@
 """Reference solutions, kept apart from the stubs so a learner can avoid reading them.
 
-`python -m puzzles check N --solution` runs these instead of puzzles/puzzles.py.
+`python -m puzzles check N --solution` runs these instead of puzzles/kernels.py.
 """
 
 from puzzles.solutions.attention import (

@@ -20,13 +20,17 @@ class EngineConfig:
     device: str = "cpu"
     dtype: str | None = None  # None: float32 on CPU (exact parity tests), bfloat16 on CUDA
     seed: int = 0  # seeds dummy weights and the sampler of requests without their own seed
-    kv_cache: str = "contiguous"  # "none" (recompute everything, ch1 baseline) | "contiguous" (ch1) | "paged" (ch2)
+    kv_cache: str = (
+        "contiguous"  # "none" (recompute everything, ch1 baseline) | "contiguous" (ch1) | "paged" (ch2)
+    )
     kv_cache_tokens: int = 8192  # KV memory budget, in token slots, shared by all sequences
     gpu_memory_utilization: float | None = None  # on CUDA: size the paged pool from this fraction instead
     block_size: int = 16  # paged KV block size in tokens (chapter 2); vLLM's default too
     max_num_seqs: int = 64  # most sequences in one batch
     max_num_batched_tokens: int = 2048  # most tokens in one forward (prompts are never split in ch1)
-    max_model_len: int | None = None  # longest sequence; None: min(max positions, kv_cache_tokens, token budget)
+    max_model_len: int | None = (
+        None  # longest sequence; None: min(max positions, kv_cache_tokens, token budget)
+    )
     scheduler: str = "static"  # "static": batch runs until its longest member ends (ch1) | "continuous" (ch2)
 
     def __post_init__(self):

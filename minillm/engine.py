@@ -49,7 +49,9 @@ class Engine:
         )
         self.tokenizer = _find_tokenizer(tokenizer, model_dir)
         mc = self.model_config
-        self.max_model_len = config.max_model_len or _default_max_model_len(config, mc.max_position_embeddings)
+        self.max_model_len = config.max_model_len or _default_max_model_len(
+            config, mc.max_position_embeddings
+        )
         if self.max_model_len > mc.max_position_embeddings:
             raise ValueError(
                 f"max_model_len={self.max_model_len} exceeds the model's max_position_embeddings="
@@ -98,7 +100,9 @@ class Engine:
             return c.kv_cache_tokens // c.block_size
         free, total = torch.cuda.mem_get_info(c.device)
         budget = free - (1 - c.gpu_memory_utilization) * total
-        bytes_per_block = 2 * mc.num_layers * c.block_size * mc.num_kv_heads * mc.head_dim * c.torch_dtype.itemsize
+        bytes_per_block = (
+            2 * mc.num_layers * c.block_size * mc.num_kv_heads * mc.head_dim * c.torch_dtype.itemsize
+        )
         return int(budget // bytes_per_block)
 
     def kv_capacity_tokens(self) -> int:
@@ -200,8 +204,11 @@ class Engine:
         used = reserved = total = 0
         if self.kv is not None:
             used, reserved, total = self.kv.usage(self.scheduler.seqs_holding_kv())
-        self.step_stats.append(StepStats(now, len(batch.seqs), batch.num_tokens, len(self.scheduler.waiting),
-                                         used, reserved, total))
+        self.step_stats.append(
+            StepStats(
+                now, len(batch.seqs), batch.num_tokens, len(self.scheduler.waiting), used, reserved, total
+            )
+        )
 
     def _append_token(self, seq: Sequence, token: int, now: float) -> RequestOutput:
         """Append a sampled token, detokenize, and check the stop conditions (vLLM's order)."""

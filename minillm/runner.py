@@ -23,7 +23,16 @@ class ModelRunner:
         self.model, self.attn_backend, self.kv, self.device = model, attn_backend, kv, device
 
     def prepare(self, batch: ScheduledBatch):
-        input_ids, positions, slots, seq_ids, cu, ctx, tables, logits_indices = [], [], [], [], [0], [], [], []
+        input_ids, positions, slots, seq_ids, cu, ctx, tables, logits_indices = (
+            [],
+            [],
+            [],
+            [],
+            [0],
+            [],
+            [],
+            [],
+        )
         bs = self.kv.block_size if self.kv is not None else 0
         for b, (seq, n) in enumerate(zip(batch.seqs, batch.num_new_tokens)):
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + n

@@ -62,7 +62,8 @@ class PaddedSDPA:
         """q: (T, nh, d) flat new queries; k, v: (B, Lk, nkv, d) each sequence's KV from position 0.
         Returns (T, nh, d)."""
         offsets, mask = self._layout(meta, k.shape[1])
-        q_pad = pad_tokens(q, meta, offsets)  # (B, Lq, nh, d)
+        decode = meta.max_seqlen_q == 1  # one new token per sequence: the flat layout is already padded
+        q_pad = q[:, None] if decode else pad_tokens(q, meta, offsets)  # (B, Lq, nh, d)
         out = F.scaled_dot_product_attention(
             q_pad.transpose(1, 2),  # (B, nh, Lq, d)
             k.transpose(1, 2),  # (B, nkv, Lk, d)
@@ -70,7 +71,7 @@ class PaddedSDPA:
             attn_mask=mask,  # (B, 1, Lq, Lk)
             enable_gqa=True,
         ).transpose(1, 2)  # (B, Lq, nh, d)
-        return out[meta.seq_ids, offsets]  # (T, nh, d)
+        return out[:, 0] if decode else out[meta.seq_ids, offsets]  # (T, nh, d)
 
 
 class NoCacheAttention(PaddedSDPA):

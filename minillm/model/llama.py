@@ -33,10 +33,9 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Computed in float32 like transformers, then cast back: bf16 variance is too coarse.
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+        # F.rms_norm is x * rsqrt(mean(x^2) + eps) in one kernel where torch has a fused one.
+        y = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
+        return self.weight * y.to(x.dtype)
 
 
 def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
@@ -67,27 +66,28 @@ def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
 
 
 class RotaryEmbedding(nn.Module):
-    """Precomputed cos/sin for every position; applied by gathering rows with `positions`."""
+    """Precomputed cos/sin for every position. The model gathers the rows of this step's positions
+    once per forward; every layer then rotates its q and k with them."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         inv_freq = rope_inv_freq(cfg)
         t = torch.arange(cfg.max_position_embeddings, dtype=torch.float32)
         freqs = torch.outer(t, inv_freq)  # (max_pos, d/2)
-        self.register_buffer("cos", freqs.cos(), persistent=False)
-        self.register_buffer("sin", freqs.sin(), persistent=False)
+        emb = torch.cat((freqs, freqs), dim=-1)  # (max_pos, d): both halves of a pair share an angle
+        self.register_buffer("cos", emb.cos(), persistent=False)
+        self.register_buffer("sin", emb.sin(), persistent=False)
 
-    def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor):
-        # q: (T, nh, d), k: (T, nkv, d); "rotate half" layout: pairs are (i, i + d/2), as in HF Llama.
-        cos = self.cos[positions].unsqueeze(1)  # (T, 1, d/2)
-        sin = self.sin[positions].unsqueeze(1)
-        return _rotate(q, cos, sin), _rotate(k, cos, sin)
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)  # (T, 1, d) each
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.float().chunk(2, dim=-1)  # (T, h, d/2) each
-    out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
-    return out.to(x.dtype)
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (T, h, d). "Rotate half" layout, as in HF Llama: dimension i pairs with i + d/2."""
+    xf = x.float()
+    x1, x2 = xf.chunk(2, dim=-1)  # (T, h, d/2) each
+    rotated = torch.cat((-x2, x1), dim=-1)  # (T, h, d)
+    return (xf * cos + rotated * sin).to(x.dtype)
 
 
 class Attention(nn.Module):
@@ -105,15 +105,19 @@ class Attention(nn.Module):
             self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
         self.qk_norm = cfg.qk_norm
 
-    def forward(self, positions, x, rotary: RotaryEmbedding, attn_backend, meta) -> torch.Tensor:
+    def forward(self, x, cos_sin, attn_backend, meta) -> torch.Tensor:
         T = x.shape[0]
-        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = q.view(T, self.num_heads, self.head_dim)  # (T, nh, d)
-        k = k.view(T, self.num_kv_heads, self.head_dim)  # (T, nkv, d)
-        v = v.view(T, self.num_kv_heads, self.head_dim)  # (T, nkv, d)
-        if self.qk_norm:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = rotary(positions, q, k)
+        nh, nkv, d = self.num_heads, self.num_kv_heads, self.head_dim
+        qkv = self.qkv_proj(x)  # (T, (nh + 2 nkv) d)
+        if self.qk_norm:  # Qwen3: RMSNorm over each head of q and of k, before rotary
+            q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+            qk = torch.cat((self.q_norm(q.view(T, nh, d)), self.k_norm(k.view(T, nkv, d))), dim=1)
+        else:
+            qk, v = qkv.split([self.q_size + self.kv_size, self.kv_size], dim=-1)
+            qk = qk.view(T, nh + nkv, d)
+        # q and k heads side by side: (T, nh + nkv, d), rotated in one pass
+        q, k = apply_rotary(qk, *cos_sin).split([nh, nkv], dim=1)  # (T, nh, d), (T, nkv, d)
+        v = v.reshape(T, nkv, d)  # (T, nkv, d)
         o = attn_backend.forward(self.layer_idx, q, k, v, meta)  # (T, nh, d)
         return self.o_proj(o.reshape(T, self.q_size))
 
@@ -138,8 +142,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, positions, x, rotary, attn_backend, meta):
-        x = x + self.self_attn(positions, self.input_layernorm(x), rotary, attn_backend, meta)
+    def forward(self, x, cos_sin, attn_backend, meta):
+        x = x + self.self_attn(self.input_layernorm(x), cos_sin, attn_backend, meta)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -160,8 +164,9 @@ class CausalLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, attn_backend, meta) -> torch.Tensor:
         """input_ids, positions: (T,) -> hidden states (T, hidden)."""
         x = self.embed_tokens(input_ids)  # (T, H)
+        cos_sin = self.rotary(positions)  # gathered once, used by every layer
         for layer in self.layers:
-            x = layer(positions, x, self.rotary, attn_backend, meta)
+            x = layer(x, cos_sin, attn_backend, meta)
         return self.norm(x)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@
     python -m puzzles check 2 --program 6           # the picture for one program instance
     python -m puzzles check all --solution          # every reference solution
     python -m puzzles check 2 --file my_kernels.py  # your kernels from another file
+    python -m puzzles check 11 --compile            # also compile it for an H100, no GPU needed
 """
 
 import argparse
@@ -52,6 +53,8 @@ def cmd_check(args) -> int:
     kernels = load_kernels(args)
     chosen = PUZZLES if args.puzzle == "all" else [get(args.puzzle)]
     failed = 0
+    if args.compile:  # first: the interpreter runs below leave triton.language partly patched
+        failed += compile_all(kernels, chosen)
     for p in chosen:
         kernel = getattr(kernels, p.kernel, None)
         if kernel is None:
@@ -77,6 +80,24 @@ def cmd_check(args) -> int:
     return 1 if failed else 0
 
 
+def compile_all(kernels, chosen) -> int:
+    from puzzles.gpu_compile import compile_for_gpu
+
+    failed = 0
+    for p in chosen:
+        kernel = getattr(kernels, p.kernel, None)
+        if kernel is None or stub_message(kernel) is not None:
+            continue
+        try:
+            lines = compile_for_gpu(p, kernel)
+            print(f"Puzzle {p.number} ({p.name}) compiles for sm_90: " + "; ".join(lines))
+        except Exception as exc:  # report the compiler's message, which names the line
+            print(f"Puzzle {p.number} ({p.name}) does not compile for a GPU:\n{exc}")
+            failed += 1
+    print()
+    return failed
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m puzzles", description="Triton puzzles for minillm.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +113,7 @@ def main(argv=None) -> int:
             p.add_argument("--seed", type=int, help="repeat a run: the report prints its seed")
             p.add_argument("--picture", metavar="PNG", help="save the access picture here")
             p.add_argument("--program", metavar="X[,Y[,Z]]", help="picture one program instance only")
+            p.add_argument("--compile", action="store_true", help="also compile for an H100 (no GPU needed)")
     args = parser.parse_args(argv)
     return {"list": cmd_list, "show": cmd_show, "check": cmd_check}[args.command](args)
 

@@ -6,10 +6,11 @@ Also: the guard-only path a GPU uses (no trace), the picture, the CLI, the noteb
 reference kernel compiles for an H100 (sm_90) with both the CPU and the GPU block sizes of its launch.
 """
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-import torch
 import triton
 import triton.language as tl
 
@@ -122,56 +123,25 @@ def test_cli(tmp_path, capsys):
 
 
 def test_every_reference_kernel_compiles_for_an_h100():
-    """Triton compiles for a GPU without one: catches what the interpreter lets through (types, shapes)."""
+    """Triton compiles for a GPU without one: catches what the interpreter lets through (types, shapes).
+
+    In a fresh process: interpreter runs leave triton.language patched (puzzles/gpu_compile.py).
+    """
     try:
-        from triton.backends.compiler import GPUTarget
-        from triton.compiler import ASTSource
-        from triton.runtime.jit import JITFunction
-
-        target = GPUTarget("cuda", 90, 32)
-        triton.compile(ASTSource(JITFunction(solutions.add_kernel.fn), {"x_ptr": "*fp32", "z_ptr": "*fp32",
-                                                                     "N0": "i32", "B0": "constexpr"},
-                                 constexprs={"B0": 16}), target=target)
-    except Exception as exc:  # no CUDA backend or ptxas in this Triton build
-        pytest.skip(f"cannot compile for CUDA here: {exc}")
-    types = {torch.float16: "*fp16", torch.float32: "*fp32", torch.int32: "*i32"}
-    for puzzle in PUZZLES:
-        jit = JITFunction(getattr(solutions, puzzle.kernel).fn)
-        raw = puzzle.make_inputs(torch.Generator().manual_seed(0), **puzzle.shapes["check"])
-        outs = {k: v for k, v in puzzle.spec(**raw).items() if k not in raw}
-        for on_gpu in (False, True):
-            launch = _Capture()
-            args = {k: v.as_subclass(_OnGPU) if on_gpu and torch.is_tensor(v) else v for k, v in {**raw, **outs}.items()}
-            puzzle.launch(launch, **args)
-            signature = {n: types[a.dtype] if torch.is_tensor(a) else "fp32" if isinstance(a, float) else "i32"
-                         for n, a in zip(jit.arg_names, launch.args)}
-            signature.update({n: "constexpr" for n in launch.kwargs})
-            triton.compile(ASTSource(jit, signature, constexprs=dict(launch.kwargs)), target=target)
-
-
-class _OnGPU(torch.Tensor):
-    """A CPU tensor that says it is on a GPU, so launch wrappers pick their GPU block sizes."""
-
-    @property
-    def is_cuda(self):
-        return True
-
-
-class _Capture:
-    """Stands in for a kernel: `kernel[grid](*args, **kwargs)` records the arguments."""
-
-    def __getitem__(self, grid):
-        def launch(*args, **kwargs):
-            self.args, self.kwargs = args, kwargs
-
-        return launch
+        from triton.backends.nvidia.compiler import CUDABackend  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"this Triton has no CUDA backend: {exc}")
+    run = subprocess.run([sys.executable, "-m", "puzzles", "check", "all", "--solution", "--compile"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.stdout.count("compiles for sm_90") == len(PUZZLES)
 
 
 def test_notebook_runs_top_to_bottom():
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     nb = nbformat.read(ROOT / "puzzles" / "Puzzles.ipynb", as_version=4)
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(ROOT)}}).execute()
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",  # run from puzzles/, as Jupyter would
+                            resources={"metadata": {"path": str(ROOT / "puzzles")}}).execute()
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "PASSED" in outputs and "out-of-bounds read" in outputs

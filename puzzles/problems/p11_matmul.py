@@ -27,8 +27,8 @@ def make_inputs(gen, M, N, K):
 
 def launch(kernel, a, b, c):
     (M, K), N = a.shape, b.shape[1]
-    BM, BN, BK = (128, 128, 64) if a.is_cuda else (32, 32, 32)
-    kernel[(triton.cdiv(M, BM), triton.cdiv(N, BN))](a, b, c, M, N, K, BM=BM, BN=BN, BK=BK)
+    BM, BN, BK, warps = (128, 128, 64, 8) if a.is_cuda else (32, 32, 32, 4)
+    kernel[(triton.cdiv(M, BM), triton.cdiv(N, BN))](a, b, c, M, N, K, BM=BM, BN=BN, BK=BK, num_warps=warps)
 
 
 PUZZLE = Puzzle(

@@ -33,8 +33,8 @@ def make_inputs(gen, Tq, Tk, D):
 
 def launch(kernel, q, k, v, o):
     (Tq, D), Tk = q.shape, k.shape[0]
-    BM, BN = (128, 64) if q.is_cuda else (32, 32)
-    kernel[(triton.cdiv(Tq, BM),)](q, k, v, o, Tq, Tk, D**-0.5, D=D, BM=BM, BN=BN)
+    BM, BN, warps = (128, 64, 8) if q.is_cuda else (32, 32, 4)
+    kernel[(triton.cdiv(Tq, BM),)](q, k, v, o, Tq, Tk, D**-0.5, D=D, BM=BM, BN=BN, num_warps=warps)
 
 
 def cost(q, k, v, o):

@@ -45,9 +45,9 @@ def make_inputs(gen, seqlens, H, KVH, D):
 
 def launch(kernel, q, k, v, cu_seqlens, max_seqlen, o):
     (_, H, D), KVH, B = q.shape, k.shape[1], cu_seqlens.shape[0] - 1
-    BM, BN = (128, 64) if q.is_cuda else (16, 16)
+    BM, BN, warps = (128, 64, 8) if q.is_cuda else (16, 16, 4)
     grid = (triton.cdiv(max_seqlen, BM), H, B)
-    kernel[grid](q, k, v, o, cu_seqlens, D**-0.5, H=H, KVH=KVH, D=D, BM=BM, BN=BN)
+    kernel[grid](q, k, v, o, cu_seqlens, D**-0.5, H=H, KVH=KVH, D=D, BM=BM, BN=BN, num_warps=warps)
 
 
 def cost(q, k, v, cu_seqlens, max_seqlen, o):

@@ -34,6 +34,7 @@ class StepStats:
     num_seqs: int  # sequences in this step's batch
     num_tokens: int  # tokens fed this step
     num_waiting: int
+    num_holding_kv: int  # sequences that own KV memory (static batching: finished members too)
     kv_used: int  # KV slots holding a token's K/V
     kv_reserved: int  # KV slots allocated to sequences (used + waste inside their rows/blocks)
     kv_total: int  # KV slots in the pool
@@ -111,7 +112,7 @@ class Engine:
             return self.max_model_len
         if self.config.kv_cache == "contiguous":
             return self.max_model_len
-        return self.kv.num_blocks * self.kv.block_size
+        return (self.kv.num_blocks - self.kv.manager.watermark_blocks) * self.kv.block_size
 
     # -- requests ---------------------------------------------------------------------------------
     def check_params(self, params) -> None:
@@ -202,13 +203,12 @@ class Engine:
 
     def _record(self, batch, now: float) -> None:
         used = reserved = total = 0
+        holding = self.scheduler.seqs_holding_kv()
         if self.kv is not None:
-            used, reserved, total = self.kv.usage(self.scheduler.seqs_holding_kv())
-        self.step_stats.append(
-            StepStats(
-                now, len(batch.seqs), batch.num_tokens, len(self.scheduler.waiting), used, reserved, total
-            )
-        )
+            used, reserved, total = self.kv.usage(holding)
+        stats = StepStats(now, len(batch.seqs), batch.num_tokens, len(self.scheduler.waiting), len(holding),
+                          used, reserved, total)
+        self.step_stats.append(stats)
 
     def _append_token(self, seq: Sequence, token: int, now: float) -> RequestOutput:
         """Append a sampled token, detokenize, and check the stop conditions (vLLM's order)."""

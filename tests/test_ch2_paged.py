@@ -25,7 +25,7 @@ class BlockManagerMachine(RuleBasedStateMachine):
 
     @initialize(num_blocks=st.integers(1, 24), block_size=st.integers(1, 8))
     def setup(self, num_blocks, block_size):
-        self.bm = BlockManager(num_blocks, block_size)
+        self.bm = BlockManager(num_blocks, block_size, watermark=0.0)
         self.num_blocks, self.bs = num_blocks, block_size
         self.live: dict[int, Sequence] = {}  # running sequences
         self.next_id = 0

@@ -50,9 +50,12 @@ class BlockAllocator:
 
 
 class BlockManager:
-    def __init__(self, num_blocks: int, block_size: int):
+    def __init__(self, num_blocks: int, block_size: int, watermark: float = 0.01):
         self.block_size = block_size
         self.allocator = BlockAllocator(num_blocks)
+        # vLLM V0's watermark: admit a prefill only if it leaves this many blocks free, so running
+        # sequences can grow for a while before someone must be preempted.
+        self.watermark_blocks = int(watermark * num_blocks)
 
     @property
     def num_blocks(self) -> int:
@@ -67,7 +70,8 @@ class BlockManager:
 
     def can_allocate(self, seq: Sequence) -> bool:
         """Room for K/V of every token the sequence has (its prompt, plus outputs after a preemption)?"""
-        return self.blocks_for(seq.num_tokens) - len(seq.block_table) <= self.num_free_blocks
+        need = self.blocks_for(seq.num_tokens) - len(seq.block_table)
+        return need <= self.num_free_blocks - self.watermark_blocks
 
     def allocate(self, seq: Sequence) -> None:
         while len(seq.block_table) < self.blocks_for(seq.num_tokens):

@@ -206,8 +206,16 @@ class Engine:
         holding = self.scheduler.seqs_holding_kv()
         if self.kv is not None:
             used, reserved, total = self.kv.usage(holding)
-        stats = StepStats(now, len(batch.seqs), batch.num_tokens, len(self.scheduler.waiting), len(holding),
-                          used, reserved, total)
+        stats = StepStats(
+            now,
+            len(batch.seqs),
+            batch.num_tokens,
+            len(self.scheduler.waiting),
+            len(holding),
+            used,
+            reserved,
+            total,
+        )
         self.step_stats.append(stats)
 
     def _append_token(self, seq: Sequence, token: int, now: float) -> RequestOutput:

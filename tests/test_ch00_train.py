@@ -25,10 +25,11 @@ def test_quick_training_writes_loadable_checkpoint(tmp_path):
     out = tmp_path / "ckpt"
     subprocess.run([sys.executable, str(REPO / "chapters/ch00_model/train.py"), "--quick", "--out", str(out)],
                    check=True, timeout=120, cwd=tmp_path)
-    log = json.loads((out / "train_log.json").read_text())
+    (log_path,) = tmp_path.glob("ckpt_train_cpu_*.json")  # beside the checkpoint, not inside it
+    log = json.loads(log_path.read_text())
     assert log["steps"] == 30 and log["val"], "quick mode runs 30 steps with evaluations"
     assert log["val"][-1]["val_code"]["loss"] < log["val"][0]["val_code"]["loss"]
-    assert (out / "train_log.png").stat().st_size > 0
+    assert log_path.with_suffix(".png").stat().st_size > 0
     model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(out)
     ids = tok("import os\n", return_tensors="pt").input_ids

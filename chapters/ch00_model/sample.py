@@ -19,7 +19,10 @@ import numpy as np
 import torch
 from train import ASSET_DIR, REPO, TrainConfig, evaluate, token_byte_lengths
 
-PROMPTS = ["def fibonacci(n):", "import os\n", "class Stack:", "The list data type", "for line in open(path):"]
+PROMPTS = [
+    "def fibonacci(n):", "import os\n", "class Stack:", "for line in open(path):",
+    "The list data type", "The \"if\" statement is used for",
+]
 
 
 def main() -> None:

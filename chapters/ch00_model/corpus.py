@@ -111,6 +111,13 @@ def nbytes(docs: list[Document]) -> int:
     return sum(len(d.text.encode("utf-8")) for d in docs)
 
 
+def _relative(path: Path) -> str:
+    """The path from the repository root when it lies inside it, so logs do not name a machine."""
+    root = Path(__file__).resolve().parents[2]
+    path = path.resolve()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
 def build(out_dir: Path, tokenizer_path: Path, max_files: int | None = None) -> dict:
     """Write train.bin, val_code.bin, val_text.bin (uint16 token ids) and meta.json into out_dir."""
     from tokenizers import Tokenizer
@@ -131,7 +138,7 @@ def build(out_dir: Path, tokenizer_path: Path, max_files: int | None = None) -> 
         "skipped_not_utf8": info["skipped_not_utf8"],
         "seed": SEED,
         "val_fraction": VAL_FRACTION,
-        "tokenizer": str(tokenizer_path),
+        "tokenizer": _relative(tokenizer_path),
         "vocab_size": tokenizer.get_vocab_size(),
         "streams": {},
     }

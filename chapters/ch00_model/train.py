@@ -11,7 +11,7 @@ Run (the shipped checkpoint came from the first line, on one H100, ~2 min; see R
     python chapters/ch00_model/train.py --device cuda --minutes 7   # as many steps as fit in 7 minutes
     python chapters/ch00_model/train.py --quick      # CPU smoke test, < 1 min, writes results/ch00_quick/
 Token streams come from corpus.py (--data DIR); when DIR has none they are built from this Python's stdlib.
-Without --out nothing shipped is touched: the checkpoint and its loss log go to results/.
+Without --out nothing shipped is touched: the checkpoint and its loss log (JSON + PNG) go to results/.
 """
 
 from __future__ import annotations
@@ -238,7 +238,8 @@ def main() -> None:
         cfg.max_steps = args.steps
     device = torch.device("cpu" if args.quick and args.device == "cuda" else args.device)
     out = args.out or REPO / ("results/ch00_quick" if args.quick else "results/ch00_model")
-    log_prefix = args.log or out.parent / f"{out.name}_train_{device.type}_{datetime.date.today().isoformat()}"
+    stem = f"_train_{device.type}_{datetime.date.today().isoformat()}"  # the log lies beside, never inside
+    log_prefix = args.log or (out.parent / f"{out.name}{stem}" if args.quick else REPO / f"results/ch00{stem}")
     data_dir = args.data or (out / "data" if args.quick else REPO / ".data/ch00")
 
     torch.manual_seed(cfg.seed)

@@ -8,6 +8,7 @@
     python -m puzzles check all --solution          # every reference solution
     python -m puzzles check 2 --file my_kernels.py  # your kernels from another file
     python -m puzzles check 11 --compile            # also compile it for an H100, no GPU needed
+    python -m puzzles check 11 --gpu-blocks         # the GPU's block sizes, run in the interpreter
 """
 
 import argparse
@@ -61,6 +62,10 @@ def cmd_check(args) -> int:
             print(f"Puzzle {p.number}: no function `{p.kernel}` in {kernels.__name__}")
             failed += 1
             continue
+        if args.gpu_blocks:
+            from puzzles.gpu_compile import with_gpu_blocks
+
+            p = with_gpu_blocks(p)
         result = check(p, kernel, seed=args.seed)
         print(result.report() + ("\n" if len(chosen) > 1 else ""))
         failed += not result.passed
@@ -114,6 +119,7 @@ def main(argv=None) -> int:
             p.add_argument("--picture", metavar="PNG", help="save the access picture here")
             p.add_argument("--program", metavar="X[,Y[,Z]]", help="picture one program instance only")
             p.add_argument("--compile", action="store_true", help="also compile for an H100 (no GPU needed)")
+            p.add_argument("--gpu-blocks", action="store_true", help="launch with the block sizes of a GPU")
     args = parser.parse_args(argv)
     return {"list": cmd_list, "show": cmd_show, "check": cmd_check}[args.command](args)
 

@@ -1,6 +1,7 @@
-"""Compile a kernel for an H100 (sm_90) on a machine without a GPU.
+"""What a GPU would do with your kernel, found out on a machine without one.
 
-    python -m puzzles check 11 --compile     # before the interpreter run: does it compile for real?
+    python -m puzzles check 11 --compile      # before the interpreter run: does it compile for real?
+    python -m puzzles check 11 --gpu-blocks   # run it in the interpreter with the GPU's block sizes
 
 The interpreter runs kernels as NumPy and forgives things the compiler does not (a loop variable that
 changes type, a non-constexpr block shape, an unsupported Python construct). Triton can compile to a
@@ -8,10 +9,13 @@ GPU binary without a GPU, so this catches them on a laptop. The launch wrapper i
 recorder in place of the kernel to learn the argument types and constexprs, once with the CPU block
 sizes and once with tensors that claim to be on a GPU (the wrappers pick bigger blocks there).
 Compile before any interpreter run in the same process: the interpreter leaves parts of
-triton.language patched after it calls helper functions.
+triton.language patched after it calls helper functions. `with_gpu_blocks` reuses the same trick to
+run the GPU launch configuration through the interpreter, where the checker sees every access.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 
@@ -67,3 +71,13 @@ def compile_for_gpu(puzzle: Puzzle, kernel, arch: int = 90) -> list[str]:
                                     target=GPUTarget("cuda", arch, 32), options=options)
         done.append(f"{where} blocks {constexprs}: {binary.metadata.shared} bytes of shared memory")
     return done
+
+
+def with_gpu_blocks(puzzle: Puzzle) -> Puzzle:
+    """The same puzzle, launched with the block sizes its wrapper picks on a GPU."""
+
+    def launch(kernel, **tensors):
+        return puzzle.launch(kernel, **{k: v.as_subclass(_OnGPU) if torch.is_tensor(v) else v
+                                        for k, v in tensors.items()})
+
+    return dataclasses.replace(puzzle, launch=launch)

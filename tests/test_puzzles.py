@@ -18,6 +18,7 @@ import puzzles
 from puzzles import PUZZLES, check, get, solutions
 from puzzles import kernels as stubs
 from puzzles.__main__ import main
+from puzzles.gpu_compile import with_gpu_blocks
 from puzzles.planted import PLANTED
 
 pytestmark = pytest.mark.puzzles
@@ -50,6 +51,17 @@ def test_planted_bug_is_diagnosed(bug):
     first = next(p for p in result.problems if p.kind == bug.kinds[0])
     assert bug.mentions in first.message, result.report()
     assert "program" in result.report() or bug.kinds == ("wrong values",)  # program ids are named
+
+
+def test_gpu_block_sizes_in_the_interpreter():
+    """The launch wrappers pick bigger blocks on a GPU; the check sizes still span several of them."""
+    for puzzle in PUZZLES:
+        result = check(with_gpu_blocks(puzzle), getattr(solutions, puzzle.kernel), seed=0)
+        assert result.passed, result.report()
+        assert result.trace.num_programs() > 1 or puzzle.number == 1
+    for bug in PLANTED:
+        result = check(with_gpu_blocks(get(bug.puzzle)), bug.kernel, seed=0)
+        assert set(bug.kinds) <= set(result.kinds), result.report()
 
 
 def test_out_of_bounds_names_the_program_and_the_elements():

@@ -27,7 +27,7 @@ def make_inputs(gen, N0, T):
 
 def launch(kernel, x, z):
     N0, T = x.shape
-    B0, B1 = (4, 1024) if x.is_cuda else (4, 32)
+    B0, B1 = (4, 256) if x.is_cuda else (4, 32)
     kernel[(triton.cdiv(N0, B0),)](x, z, N0, T, B0=B0, B1=B1)
 
 

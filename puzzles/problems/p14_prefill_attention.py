@@ -45,7 +45,7 @@ def make_inputs(gen, seqlens, H, KVH, D):
 
 def launch(kernel, q, k, v, cu_seqlens, max_seqlen, o):
     (_, H, D), KVH, B = q.shape, k.shape[1], cu_seqlens.shape[0] - 1
-    BM, BN, warps = (128, 64, 8) if q.is_cuda else (16, 16, 4)
+    BM, BN, warps = (128, 64, 8) if q.is_cuda else (32, 32, 4)
     grid = (triton.cdiv(max_seqlen, BM), H, B)
     kernel[grid](q, k, v, o, cu_seqlens, D**-0.5, H=H, KVH=KVH, D=D, BM=BM, BN=BN, num_warps=warps)
 
@@ -59,7 +59,7 @@ PUZZLE = Puzzle(
     number=14, name="prefill_attention", title="Causal varlen FlashAttention with GQA",
     chapter="ch7 Triton prefill", kernel="prefill_attention_kernel", statement=STATEMENT, spec=spec,
     make_inputs=make_inputs, launch=launch, lines=32,
-    shapes={"check": dict(seqlens=(37, 64, 5), H=4, KVH=2, D=32),
+    shapes={"check": dict(seqlens=(37, 150, 5), H=4, KVH=2, D=32),
             "bench": dict(seqlens=(2048,) * 8, H=32, KVH=8, D=128)},
     hints=("Token t, head h of q lives at (t * H + h) * D; of k at (t * KVH + kvh) * D.",
            "A scalar early exit works: `if m * BM >= seqlen: return`.",

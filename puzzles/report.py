@@ -25,8 +25,8 @@ from puzzles import PUZZLES, check, get, solutions
 from puzzles.interpreter import interpreting
 from puzzles.planted import PLANTED
 
-HBM_TBPS = 2.94  # H100 80GB HBM3, device-to-device copy measured on the lent machine (ARCHITECTURE.md)
-DENSE_TFLOPS = 771.0  # H100 bf16 matmul measured there; fp16 dense runs at the same rate
+HBM_TBPS = 2.94  # H100 80GB HBM3, a torch device-to-device copy, measured 2026-11-24
+DENSE_TFLOPS = 771.0  # the same H100, a torch bf16 8192^3 matmul; fp16 dense runs at the same rate
 
 
 def shape_text(shape: dict) -> str:

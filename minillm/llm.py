@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from minillm.config import EngineConfig
 from minillm.engine import Engine

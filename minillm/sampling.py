@@ -23,7 +23,8 @@ def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Te
     drop = rank >= k
     probs = sorted_logits.masked_fill(drop, float("-inf")).softmax(dim=-1)
     # Drop a token once the tokens ranked above it already reach top_p; the first one always stays.
-    drop |= (probs.cumsum(dim=-1) - probs) >= top_p[:, None]
+    # Rows with top_p = 1 skip this: a float32 cumsum can reach 1.0 before the tail ends.
+    drop |= ((probs.cumsum(dim=-1) - probs) >= top_p[:, None]) & (top_p[:, None] < 1)
     drop[:, 0] = False
     return logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
 

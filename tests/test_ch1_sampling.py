@@ -94,3 +94,10 @@ def test_seeded_rows_ignore_the_batch():
         return Sampler("cpu", seed=len(rows))(logits[rows], seqs)[0]
 
     assert draw([0]) == draw([0, 1, 2]) == draw([0, 2])
+
+
+def test_top_p_one_keeps_the_whole_vocabulary():
+    torch.manual_seed(3)
+    logits = torch.randn(2, 8192) * 3
+    out = apply_top_k_top_p(logits, torch.tensor([0, 0]), torch.tensor([1.0, 1.0]))
+    assert torch.equal(out, logits)

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from minillm.bench.metrics import summarize
 from minillm.bench.workloads import Workload

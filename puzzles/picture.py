@@ -6,6 +6,7 @@
 One row of panels per tensor: its reads, its writes and, for outputs, the verdict per element.
 A tensor is drawn as a 2-D grid: 2-D tensors as they are, 1-D ones wrapped every 32 elements, and
 higher ones with their last two dimensions across (a KV pool's row is one slot: all heads of a token).
+Long vectors wrap wider, so that a guard row stays visible.
 Colour = program id; dark grey = touched by several programs; white = untouched.
 Guard rows above or below the tensor appear only when a program touched them: red cells there are
 out-of-bounds accesses. Needs the interpreter's trace (puzzles/trace.py), so CPU / TRITON_INTERPRET=1.
@@ -24,14 +25,20 @@ from puzzles.guards import bits, poison
 
 WHITE, GREY, RED, PINK = (1, 1, 1, 1), (0.22, 0.22, 0.28, 1), (0.85, 0.05, 0.05, 1), (1, 0.88, 0.88, 1)
 OTHERS = (0.85, 0.85, 0.85, 1)  # accesses of the programs not in focus
-PALETTE = [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (14, 15)]  # no greys
+PALETTE = [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (6, 7, 14, 15)]  # no reds, greys
 MAX_GUARD_ROWS = 4
 
 
 def layout(shape) -> tuple[int, int]:
     """(rows, columns) a tensor of this shape is drawn as."""
     numel = math.prod(shape)
-    cols = min(numel, 32) if len(shape) == 1 else shape[-1] if len(shape) == 2 else shape[-2] * shape[-1]
+    if len(shape) == 1:
+        cols = 32
+        while numel > 24 * cols:  # keep long vectors to about two dozen rows, so one row stays visible
+            cols *= 2
+        cols = min(numel, cols)
+    else:
+        cols = shape[-1] if len(shape) == 2 else shape[-2] * shape[-1]
     return math.ceil(numel / cols), cols
 
 
@@ -39,7 +46,7 @@ def colours(pids: np.ndarray, num_programs: int) -> np.ndarray:
     """RGBA per program id: a qualitative palette for small grids, a colour ramp for large ones."""
     if num_programs <= len(PALETTE):
         return np.array([(*PALETTE[p], 1.0) for p in pids]).reshape(-1, 4)
-    return plt.get_cmap("turbo")(pids / max(1, num_programs - 1)).reshape(-1, 4)
+    return plt.get_cmap("viridis")(pids / max(1, num_programs - 1)).reshape(-1, 4)  # no red: red is for errors
 
 
 def access_image(trace, kind, name, shape, program):
@@ -63,8 +70,22 @@ def access_image(trace, kind, name, shape, program):
         inner[many > 0] = OTHERS
         inner[np.asarray(where_in)[np.asarray(pids_in) == program]] = RED
     shown = offs + above * cols
-    cells[shown[(shown >= 0) & (shown < len(cells))]] = RED
-    return cells.reshape(-1, cols, 4), above, len(offs)
+    shown = shown[(shown >= 0) & (shown < len(cells))]
+    cells[shown] = RED
+    return cells.reshape(-1, cols, 4), above, len(np.unique(offs)), shown
+
+
+def outline(ax, flat_cells, cols, start):
+    """A thick box around the out-of-bounds cells, which may be a sliver of a tall picture."""
+    from matplotlib.patches import Rectangle
+
+    flat_cells = np.asarray(flat_cells)
+    rows, columns = np.divmod(flat_cells, cols)
+    for part in (flat_cells < start, flat_cells >= start):  # the guard before the tensor, the one after
+        if part.any():
+            r, c = rows[part], columns[part]
+            ax.add_patch(Rectangle((c.min() - 0.5, r.min() - 0.5), c.max() - c.min() + 1, r.max() - r.min() + 1,
+                                   fill=False, edgecolor=RED, linewidth=2.5))
 
 
 def verdict_image(got, want, atol, rtol, fresh):
@@ -100,13 +121,14 @@ def draw(result, path=None, program=None):
                 ax.axis("off")
                 ax.text(0.5, 0.5, f"{name}: no {kind}s", ha="center", va="center", color="0.6", fontsize=9)
                 continue
-            image, above, oob = access_image(trace, kind, name, shape, program)
+            image, above, oob, cells = access_image(trace, kind, name, shape, program)
             ax.imshow(image, aspect="auto", interpolation="nearest")
+            outline(ax, cells, image.shape[1], above * image.shape[1])
             if above:
                 ax.axhline(above - 0.5, color="k", lw=0.8)
             if image.shape[0] - above > layout(shape)[0]:
                 ax.axhline(above + layout(shape)[0] - 0.5, color="k", lw=0.8)
-            title = f"{name} {shape}: {kind}s" + (f"  ({oob} out of bounds)" if oob else "")
+            title = f"{name} {shape}: {kind}s" + (f"  ({oob} elements out of bounds)" if oob else "")
             ax.set_title(title, fontsize=9, color="firebrick" if oob else "black")
         row[2].axis("off")
         if name in result.expected:

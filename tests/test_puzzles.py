@@ -67,8 +67,8 @@ def test_gpu_block_sizes_in_the_interpreter():
 def test_out_of_bounds_names_the_program_and_the_elements():
     missing_mask = next(b for b in PLANTED if b.name == "missing mask")
     report = check(get(2), missing_mask.kernel, seed=0).report()
-    assert "x (shape (200,), 200 elements): 24 element(s) past its end (flat offsets 200..223)" in report
-    assert "by program (6) (of 7)" in report
+    assert "x (shape (2000,), 2000 elements): 48 element(s) past its end (flat offsets 2000..2047)" in report
+    assert "by program (7) (of 8)" in report
 
 
 def test_guards_alone_catch_writes_and_leaked_reads(monkeypatch):
@@ -79,7 +79,7 @@ def test_guards_alone_catch_writes_and_leaked_reads(monkeypatch):
     off_by_one = next(b for b in PLANTED if b.name == "off-by-one mask")
     result = check(get(2), off_by_one.kernel, seed=0)
     assert "out-of-bounds write" in result.kinds and result.trace is None
-    assert "flat offsets 200" in result.report() and "TRITON_INTERPRET=1" in result.report()
+    assert "flat offsets 2000" in result.report() and "TRITON_INTERPRET=1" in result.report()
     result = check(get(5), long_sum_unmasked_columns_kernel, seed=0)  # reads the guard after x: NaN leaks
     assert {"out-of-bounds read", "wrong values"} <= set(result.kinds), result.report()
 

@@ -27,14 +27,14 @@ def make_inputs(gen, N0):
 
 def launch(kernel, x, z):
     N0 = x.shape[0]
-    B0 = 128 if x.is_cuda else 32  # small enough that the check size spans several programs
+    B0 = 1024 if x.is_cuda else 256
     kernel[(triton.cdiv(N0, B0),)](x, z, N0, B0=B0)
 
 
 PUZZLE = Puzzle(
     number=2, name="add_masked", title="Masked blocks over a ragged length", chapter="ch2 flat token batches",
     kernel="add_masked_kernel", statement=STATEMENT, spec=spec, make_inputs=make_inputs, launch=launch,
-    shapes={"check": dict(N0=200), "bench": dict(N0=(1 << 24) + 3)}, lines=5,
+    shapes={"check": dict(N0=2000), "bench": dict(N0=(1 << 24) + 3)}, lines=5,
     hints=("tl.program_id(0) is this instance's index in the grid.",
            "tl.load(ptrs, mask=m) skips the lanes where m is False; tl.store(ptrs, v, mask=m) too."),
 )

@@ -27,14 +27,14 @@ def make_inputs(gen, N0, T):
 
 def launch(kernel, x, z):
     N0, T = x.shape
-    B0, B1 = (4, 256) if x.is_cuda else (4, 32)
+    B0, B1 = (4, 1024) if x.is_cuda else (4, 128)
     kernel[(triton.cdiv(N0, B0),)](x, z, N0, T, B0=B0, B1=B1)
 
 
 PUZZLE = Puzzle(
     number=5, name="long_sum", title="Long row sum", chapter="ch0 RMSNorm, ch7 attention loops",
     kernel="long_sum_kernel", statement=STATEMENT, spec=spec, make_inputs=make_inputs, launch=launch,
-    shapes={"check": dict(N0=10, T=300), "bench": dict(N0=4096, T=8192)}, lines=10,
+    shapes={"check": dict(N0=10, T=1300), "bench": dict(N0=4096, T=8192)}, lines=10,
     hints=("tl.zeros((B0,), dtype=tl.float32) makes the accumulator.",
            "A Python `for` over range(...) inside a @triton.jit kernel becomes a device loop.",
            "Masked loads should use other=0.0 so the padding adds nothing."),

@@ -40,7 +40,7 @@ def make_inputs(gen, M, N, K):
 
 def launch(kernel, a, w_packed, scales, c):
     (M, K), N = a.shape, w_packed.shape[1]
-    BM, BN, BK = (64, 64, 64) if a.is_cuda else (16, 32, 32)  # GPU: N / 64 programs fill the SMs
+    BM, BN, BK = (64, 128, 64) if a.is_cuda else (16, 32, 32)
     kernel[(triton.cdiv(M, BM), triton.cdiv(N, BN))](a, w_packed, scales, c, M, N, K, G=G, BM=BM, BN=BN, BK=BK)
 
 

@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> None:
 
     g = sub.add_parser("generate", help="generate text from prompts")
     engine_args(g)
-    g.add_argument("--stage", default="naive")
+    from minillm.config import DEFAULT_STAGE, STAGES
+
+    g.add_argument("--stage", default=DEFAULT_STAGE, choices=list(STAGES))
     g.add_argument("--max-tokens", type=int, default=64)
     g.add_argument("--temperature", type=float, default=0.0)
     g.add_argument("--top-p", type=float, default=1.0)

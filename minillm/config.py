@@ -80,3 +80,4 @@ STAGES: dict[str, dict] = {
     "naive": dict(kv_cache="contiguous", scheduler="static"),  # ch1
     "paged": dict(kv_cache="paged", scheduler="continuous"),  # ch2
 }
+DEFAULT_STAGE = list(STAGES)[-1]  # LLM() runs the most advanced stage that has landed

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 
 from tqdm import tqdm
 
-from minillm.config import EngineConfig
+from minillm.config import DEFAULT_STAGE, EngineConfig
 from minillm.engine import Engine
 from minillm.request import RequestOutput, SamplingParams
 
@@ -22,7 +22,7 @@ class LLM:
     def __init__(
         self,
         model: str | None = None,
-        stage: str = "naive",
+        stage: str = DEFAULT_STAGE,
         *,
         load_format: str = "auto",
         tokenizer: str | None = None,

@@ -11,7 +11,13 @@ pytestmark = pytest.mark.ch1
 
 @pytest.fixture(scope="module")
 def llm(tiny_model_with_tokenizer):
-    return LLM(tiny_model_with_tokenizer[0], kv_cache_tokens=512, max_model_len=64, max_num_batched_tokens=64)
+    return LLM(
+        tiny_model_with_tokenizer[0],
+        stage="naive",
+        kv_cache_tokens=512,
+        max_model_len=64,
+        max_num_batched_tokens=64,
+    )
 
 
 @pytest.mark.parametrize(
@@ -70,7 +76,7 @@ def test_one_bad_prompt_queues_nothing(llm):
         (dict(dtype="int8"), "dtype"),
         (dict(device="tpu"), "device"),
         (dict(max_model_len=10_000), "max_model_len"),
-        (dict(kv_cache_tokens=32, max_model_len=64), "kv_cache_tokens"),
+        (dict(stage="naive", kv_cache_tokens=32, max_model_len=64), "kv_cache_tokens"),
         (dict(not_an_option=1), "not_an_option"),
         (dict(load_format="pickle"), "load_format"),
     ],

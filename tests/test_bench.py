@@ -1,0 +1,60 @@
+"""The benchmark harness: metrics arithmetic, workloads, and a smoke run of every chapter at quick scale
+on a tiny checkpoint (no timings are asserted: benchmarks are commands, not tests)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from minillm.bench import CHAPTERS, run_chapter
+from minillm.bench.metrics import percentile, summarize
+from minillm.bench.workloads import fixed, from_jsonl, random_lengths, to_jsonl
+from minillm.request import RequestMetrics
+
+pytestmark = pytest.mark.ch1
+
+
+def test_percentile_matches_numpy():
+    np = pytest.importorskip("numpy")
+    xs = [3.0, 1.0, 4.0, 1.5, 9.0, 2.6]
+    for q in (0, 10, 50, 90, 99, 100):
+        assert percentile(xs, q) == pytest.approx(float(np.percentile(xs, q)))
+
+
+def test_summarize_counts_tokens_and_rates():
+    ms = [
+        RequestMetrics(0.1, 0.01, [0.01, 0.01], 0.12, 0, 5, 3),
+        RequestMetrics(0.2, 0.02, [0.02], 0.22, 2, 7, 2),
+    ]
+    s = summarize(ms, duration=0.5)
+    assert s["total_input_tokens"] == 12 and s["total_output_tokens"] == 5 and s["num_cached_tokens"] == 2
+    assert s["output_throughput"] == pytest.approx(10.0) and s["request_throughput"] == pytest.approx(4.0)
+    assert s["median_ttft_ms"] == pytest.approx(150.0) and s["mean_itl_ms"] == pytest.approx(40 / 3)
+
+
+def test_workloads_are_seeded_and_bounded(tmp_path):
+    a = random_lengths(50, 40, 20, 500, dist="lognormal", max_len=64, seed=3)
+    b = random_lengths(50, 40, 20, 500, dist="lognormal", max_len=64, seed=3)
+    assert [r.prompt_token_ids for r in a.requests] == [r.prompt_token_ids for r in b.requests]
+    assert all(len(r.prompt_token_ids) + r.max_tokens <= 64 for r in a.requests)
+    w = fixed(3, 8, 4, 500)
+    path = tmp_path / "w.jsonl"
+    to_jsonl(w, path)
+    back = from_jsonl(path)
+    assert [r.prompt_token_ids for r in back.requests] == [r.prompt_token_ids for r in w.requests]
+    path.write_text(json.dumps({"prompt_token_ids": [1]}) + "\n")
+    with pytest.raises(ValueError, match="max_tokens"):
+        from_jsonl(path)
+
+
+@pytest.mark.parametrize("chapter", sorted(CHAPTERS))
+def test_every_chapter_benchmark_runs_at_quick_scale(tiny_model_with_tokenizer, tmp_path, chapter):
+    payload = run_chapter(
+        chapter, model=tiny_model_with_tokenizer[0], quick=True, out=str(tmp_path), progress=False
+    )
+    name = f"ch{chapter:02d}"
+    assert (tmp_path / f"{name}.json").is_file() and (tmp_path / f"{name}.md").is_file()
+    if chapter:
+        assert (tmp_path / f"{name}.png").is_file()
+        assert payload["token_identical"]

@@ -94,6 +94,18 @@ class Engine:
             scheduler = ContinuousScheduler(c.max_num_seqs, c.max_num_batched_tokens, kv)
         return kv, backend, scheduler
 
+    def reconfigure(self, **overrides) -> None:
+        """New KV pool, backend and scheduler with some EngineConfig fields changed, keeping the loaded
+        weights (benchmarks sweep memory budgets this way). Only between runs: nothing may be queued."""
+        from dataclasses import replace
+
+        if self.has_unfinished():
+            raise RuntimeError("reconfigure() with requests in flight")
+        self.config = replace(self.config, **overrides)
+        self.kv, backend, self.scheduler = self._build_kv_and_scheduler()
+        self.runner.attn_backend, self.runner.kv = backend, self.kv
+        self.step_stats.clear()
+
     def _num_blocks(self) -> int:
         """From kv_cache_tokens, or on a GPU from gpu_memory_utilization of the memory left after the weights."""
         c, mc = self.config, self.model_config

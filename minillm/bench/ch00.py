@@ -15,7 +15,7 @@ import time
 import torch
 
 from minillm.bench.ch01 import hf_model_for
-from minillm.bench.report import environment, markdown_table, write_results
+from minillm.bench.report import environment, markdown_table, publish, title
 
 SCALES = {
     "quick": dict(lengths=(64, 256, 1024), repeats=5),
@@ -100,14 +100,11 @@ def run(
     ]
     env = environment(device)
     header = (
-        f"Chapter 0 on {env['device_name']} ({device}, {llm.config.torch_dtype}), model {model}"
-        f"{' (dummy weights)' if load_format == 'dummy' else ''}; torch {env['torch']}, transformers "
-        f"{env['transformers']}.\nOne prefill forward at batch 1, no KV cache; median of {s['repeats']}."
+        title(0, env, llm.config.torch_dtype, model, load_format)
+        + f"\nOne prefill forward at batch 1, no KV cache; median of {s['repeats']}."
     )
-    table = markdown_table(rows, cols)
-    payload = {"chapter": 0, "env": env, "model": model, "load_format": load_format, "scale": s, "rows": rows}
-    write_results(out, "ch00", payload, header + "\n\n" + table)
-    print(header + "\n\n" + table)
+    payload = {"env": env, "model": model, "load_format": load_format, "scale": s, "rows": rows}
+    publish(out, 0, payload, header, markdown_table(rows, cols))
     return payload
 
 

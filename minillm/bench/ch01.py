@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from minillm.bench.report import environment, markdown_table, write_results
+from minillm.bench.report import environment, markdown_table, publish, title
 from minillm.bench.runner import RunResult, run_hf_generate, run_llm
 from minillm.bench.workloads import fixed
 
@@ -136,15 +136,13 @@ def run(
     table = markdown_table(rows, cols)
     env = environment(device)
     header = (
-        f"Chapter 1 on {env['device_name']} ({device}, {kv.config.torch_dtype}), model {model}"
-        f"{' (dummy weights)' if load_format == 'dummy' else ''}; torch {env['torch']}, "
-        f"transformers {env['transformers']}.\nlatency: 1 request, {s['lat_prompt']} prompt + {s['lat_tokens']}"
+        title(1, env, kv.config.torch_dtype, model, load_format)
+        + f"\nlatency: 1 request, {s['lat_prompt']} prompt + {s['lat_tokens']}"
         f" output tokens; throughput: {s['num_requests']} requests x ({s['input_len']} + {s['output_len']})"
         f" tokens, one static batch; greedy, EOS ignored. Token-identical no-cache vs KV: {same_tokens}"
         f"{'.' if kv.config.torch_dtype == torch.float32 else ' (bf16 sums in another order can flip near-ties).'}"
     )
     payload = {
-        "chapter": 1,
         "env": env,
         "model": model,
         "load_format": load_format,
@@ -157,9 +155,8 @@ def run(
         "aggregates": rows,
         "per_request": {p: {k: r.metrics for k, r in v.items()} for p, v in runs.items()},
     }
-    out_dir = write_results(out, "ch01", payload, header + "\n\n" + table)
+    out_dir = publish(out, 1, payload, header, table)
     plot(runs, out_dir, header.split("\n")[0])
-    print(header + "\n\n" + table)
     return payload
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import statistics
 
-from minillm.bench.report import environment, markdown_table, write_results
+from minillm.bench.report import environment, markdown_table, publish, title
 from minillm.bench.runner import run_llm
 from minillm.bench.workloads import random_lengths
 
@@ -85,10 +85,11 @@ def run(
                 max_num_seqs=256,
                 max_num_batched_tokens=max(2048, s["max_len"]),
             )
-            llm = llms.get(stage) or LLM(model, stage=stage, **opts)
-            if stage in llms:  # reuse the loaded weights; rebuild only the KV cache and scheduler
-                llm = _rebuilt(llm, stage, opts)
-            llms[stage] = llm
+            if stage in llms:  # reuse the loaded weights; a fresh KV pool and scheduler for this budget
+                llm = llms[stage]
+                llm.engine.reconfigure(kv_cache_tokens=budget)
+            else:
+                llm = llms[stage] = LLM(model, stage=stage, **opts)
             if wl is None:
                 wl = random_lengths(
                     s["num_requests"],
@@ -131,16 +132,14 @@ def run(
     env = environment(device)
     llm = llms["paged"]
     header = (
-        f"Chapter 2 on {env['device_name']} ({device}, {llm.config.torch_dtype}), model {model}"
-        f"{' (dummy weights)' if load_format == 'dummy' else ''}; torch {env['torch']}.\n"
-        f"workload: {s['num_requests']} requests, lognormal lengths (median prompt {s['input_len']}, median"
+        title(2, env, llm.config.torch_dtype, model, load_format)
+        + f"\nworkload: {s['num_requests']} requests, lognormal lengths (median prompt {s['input_len']}, median"
         f" output {s['output_len']}, sigma {s['sigma']}, capped at {s['max_len']}), all arriving at once;"
         f" greedy, EOS ignored; max_model_len {s['max_len']}, block_size {s['block_size']}."
         f" Token-identical paged vs naive: {same}."
     )
     table = markdown_table(rows, cols)
     payload = {
-        "chapter": 2,
         "env": env,
         "model": model,
         "load_format": load_format,
@@ -151,22 +150,9 @@ def run(
         "aggregates": rows,
         "timelines": {k: [vars(x) for x in v] for k, v in timelines.items()},
     }
-    out_dir = write_results(out, "ch02", payload, header + "\n\n" + table)
+    out_dir = publish(out, 2, payload, header, table)
     plot(rows, timelines, out_dir, header.split("\n")[0])
-    print(header + "\n\n" + table)
     return payload
-
-
-def _rebuilt(llm, stage: str, opts: dict):
-    """A fresh engine state (KV pool, scheduler) for a new budget around the already-loaded model."""
-    from dataclasses import replace
-
-    engine = llm.engine
-    engine.config = replace(engine.config, kv_cache_tokens=opts["kv_cache_tokens"])
-    llm.config = engine.config
-    engine.kv, backend, engine.scheduler = engine._build_kv_and_scheduler()
-    engine.runner.attn_backend, engine.runner.kv = backend, engine.kv
-    return llm
 
 
 def plot(rows, timelines, out_dir, title: str) -> None:

@@ -71,9 +71,23 @@ def _jsonable(x):
     raise TypeError(type(x).__name__)
 
 
-def write_results(out_dir: str | Path, name: str, payload: dict, table: str) -> Path:
+def title(chapter: int, env: dict, dtype, model: str, load_format: str) -> str:
+    """First line of every result: chapter, device, dtype, model, versions."""
+    dummy = " (dummy weights)" if load_format == "dummy" else ""
+    return (
+        f"Chapter {chapter} on {env['device_name']} ({env['device']}, {dtype}), model {model}{dummy}; "
+        f"torch {env['torch']}, transformers {env['transformers']}."
+    )
+
+
+def publish(out_dir: str | Path, chapter: int, payload: dict, header: str, table: str) -> Path:
+    """Write chNN.json (everything) and chNN.md (header + table), print them; returns the folder."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(payload, indent=1, default=_jsonable))
-    (out / f"{name}.md").write_text(table + "\n")
+    name = f"ch{chapter:02d}"
+    (out / f"{name}.json").write_text(
+        json.dumps({"chapter": chapter, **payload}, indent=1, default=_jsonable)
+    )
+    (out / f"{name}.md").write_text(header + "\n\n" + table + "\n")
+    print(header + "\n\n" + table)
     return out

@@ -26,6 +26,7 @@ class EngineConfig:
     kv_cache_tokens: int = 8192  # KV memory budget, in token slots, shared by all sequences
     gpu_memory_utilization: float | None = None  # on CUDA: size the paged pool from this fraction instead
     block_size: int = 16  # paged KV block size in tokens (chapter 2); vLLM's default too
+    prefix_cache: str | None = None  # None | "hash": reuse K/V of shared prompt prefixes (chapter 3)
     max_num_seqs: int = 64  # most sequences in one batch
     max_num_batched_tokens: int = 2048  # most tokens in one forward (prompts are never split in ch1)
     max_model_len: int | None = (
@@ -51,6 +52,10 @@ class EngineConfig:
             raise ValueError(f"scheduler must be 'static' or 'continuous', got {self.scheduler!r}")
         if self.scheduler == "continuous" and self.kv_cache != "paged":
             raise ValueError("scheduler='continuous' needs kv_cache='paged'")
+        if self.prefix_cache not in (None, "hash"):
+            raise ValueError(f"prefix_cache must be None or 'hash', got {self.prefix_cache!r}")
+        if self.prefix_cache is not None and self.kv_cache != "paged":
+            raise ValueError("prefix_cache needs kv_cache='paged' (a stage from 'paged' on)")
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):

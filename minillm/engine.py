@@ -18,7 +18,8 @@ import torch
 from minillm.attention.sdpa import NoCacheAttention
 from minillm.config import EngineConfig
 from minillm.kv.contiguous import ContiguousAttention, ContiguousKVCache
-from minillm.kv.paged import PagedAttention, PagedKVCache
+from minillm.kv.paged import BlockManager, PagedAttention, PagedKVCache
+from minillm.kv.prefix_hash import PrefixCachingBlockManager
 from minillm.model.loader import load_model
 from minillm.request import RequestOutput, SamplingParams, Sequence, SequenceStatus
 from minillm.runner import ModelRunner
@@ -86,7 +87,10 @@ class Engine:
             backend = ContiguousAttention(kv)
         else:
             layers, nkv, hd, dtype, dev = kv_shape
-            kv = PagedKVCache(layers, self._num_blocks(), c.block_size, nkv, hd, dtype, dev)
+            manager = PrefixCachingBlockManager if c.prefix_cache == "hash" else BlockManager
+            kv = PagedKVCache(
+                layers, self._num_blocks(), c.block_size, nkv, hd, dtype, dev, manager_cls=manager
+            )
             backend = PagedAttention(kv)
         if c.scheduler == "static":
             scheduler = StaticScheduler(c.max_num_seqs, c.max_num_batched_tokens, kv)

@@ -90,17 +90,35 @@ class BlockManager:
             self.allocator.free(block)
         seq.block_table = []
 
+    # Hooks for prefix caching (chapter 3); without a cache nothing is shared.
+    def num_cached_tokens(self, seq: Sequence) -> int:
+        """Prompt tokens whose K/V an allocation would find already cached."""
+        return 0
+
+    def on_computed(self, seq: Sequence) -> None:
+        """Called after each step with the sequence's new num_computed_tokens."""
+
 
 class PagedKVCache:
     """The block pool tensors plus the BlockManager that hands out their blocks."""
 
-    def __init__(self, num_layers, num_blocks, block_size, num_kv_heads, head_dim, dtype, device):
+    def __init__(
+        self,
+        num_layers,
+        num_blocks,
+        block_size,
+        num_kv_heads,
+        head_dim,
+        dtype,
+        device,
+        manager_cls=BlockManager,
+    ):
         if block_size <= 0:
             raise ValueError(f"block_size must be > 0, got {block_size}")
         if num_blocks < 1:
             raise ValueError(f"kv_cache_tokens holds no block of block_size={block_size} tokens")
         self.block_size = block_size
-        self.manager = BlockManager(num_blocks, block_size)
+        self.manager = manager_cls(num_blocks, block_size)
         shape = (num_blocks, block_size, num_kv_heads, head_dim)
         # zeros: slots past a context length are masked, but 0 * NaN from stale memory would still be NaN
         self.k_cache = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
@@ -111,8 +129,15 @@ class PagedKVCache:
         return self.manager.num_blocks
 
     def usage(self, seqs) -> tuple[int, int, int]:
-        """(slots holding K/V, slots in allocated blocks, slots in the pool)."""
-        used = sum(s.num_computed_tokens for s in seqs if s.block_table)
+        """(slots holding K/V, slots in allocated blocks, slots in the pool). A block shared by several
+        sequences (prefix caching) counts once."""
+        filled: dict[int, int] = {}
+        bs = self.block_size
+        for s in seqs:
+            for i, block in enumerate(s.block_table):
+                n = min(bs, max(0, s.num_computed_tokens - i * bs))
+                filled[block] = max(filled.get(block, 0), n)
+        used = sum(filled.values())
         allocated = (self.num_blocks - self.manager.num_free_blocks) * self.block_size
         return used, allocated, self.num_blocks * self.block_size
 

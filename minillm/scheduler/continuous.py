@@ -49,7 +49,8 @@ class ContinuousScheduler:
         budget = self.max_num_batched_tokens
         while self.waiting and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
-            n = seq.num_tokens - seq.num_computed_tokens  # the prompt, or prompt + outputs after preemption
+            # the prompt, or prompt + outputs after preemption, less what the prefix cache already holds
+            n = seq.num_tokens - max(seq.num_computed_tokens, self.blocks.num_cached_tokens(seq))
             if n > budget or not self.blocks.can_allocate(seq):
                 break
             self.waiting.popleft()
@@ -90,6 +91,7 @@ class ContinuousScheduler:
     def update(self, batch: ScheduledBatch) -> None:
         for seq, n in zip(batch.seqs, batch.num_new_tokens):
             seq.num_computed_tokens += n
+            self.blocks.on_computed(seq)
 
     def finish(self, seq: Sequence) -> None:
         self.running.remove(seq)

@@ -26,7 +26,10 @@ class EngineConfig:
     kv_cache_tokens: int = 8192  # KV memory budget, in token slots, shared by all sequences
     gpu_memory_utilization: float | None = None  # on CUDA: size the paged pool from this fraction instead
     block_size: int = 16  # paged KV block size in tokens (chapter 2); vLLM's default too
-    prefix_cache: str | None = None  # None | "hash": reuse K/V of shared prompt prefixes (chapter 3)
+    prefix_cache: str | None = (
+        None  # None | "hash" (vLLM) | "radix" (SGLang): reuse K/V of shared prefixes (ch3)
+    )
+    schedule_policy: str = "fcfs"  # "fcfs" | "lpm": longest cached prefix first (SGLang), with a prefix cache
     max_num_seqs: int = 64  # most sequences in one batch
     max_num_batched_tokens: int = 2048  # most tokens in one forward (prompts are never split in ch1)
     max_model_len: int | None = (
@@ -52,8 +55,12 @@ class EngineConfig:
             raise ValueError(f"scheduler must be 'static' or 'continuous', got {self.scheduler!r}")
         if self.scheduler == "continuous" and self.kv_cache != "paged":
             raise ValueError("scheduler='continuous' needs kv_cache='paged'")
-        if self.prefix_cache not in (None, "hash"):
-            raise ValueError(f"prefix_cache must be None or 'hash', got {self.prefix_cache!r}")
+        if self.prefix_cache not in (None, "hash", "radix"):
+            raise ValueError(f"prefix_cache must be None, 'hash' or 'radix', got {self.prefix_cache!r}")
+        if self.schedule_policy not in ("fcfs", "lpm"):
+            raise ValueError(f"schedule_policy must be 'fcfs' or 'lpm', got {self.schedule_policy!r}")
+        if self.schedule_policy == "lpm" and self.prefix_cache is None:
+            raise ValueError("schedule_policy='lpm' orders by cached prefix: it needs a prefix_cache")
         if self.prefix_cache is not None and self.kv_cache != "paged":
             raise ValueError("prefix_cache needs kv_cache='paged' (a stage from 'paged' on)")
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
@@ -84,5 +91,8 @@ class EngineConfig:
 STAGES: dict[str, dict] = {
     "naive": dict(kv_cache="contiguous", scheduler="static"),  # ch1
     "paged": dict(kv_cache="paged", scheduler="continuous"),  # ch2
+    "radix": dict(
+        kv_cache="paged", scheduler="continuous", prefix_cache="radix", schedule_policy="lpm"
+    ),  # ch3
 }
 DEFAULT_STAGE = list(STAGES)[-1]  # LLM() runs the most advanced stage that has landed

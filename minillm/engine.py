@@ -20,6 +20,7 @@ from minillm.config import EngineConfig
 from minillm.kv.contiguous import ContiguousAttention, ContiguousKVCache
 from minillm.kv.paged import BlockManager, PagedAttention, PagedKVCache
 from minillm.kv.prefix_hash import PrefixCachingBlockManager
+from minillm.kv.radix import RadixBlockManager
 from minillm.model.loader import load_model
 from minillm.request import RequestOutput, SamplingParams, Sequence, SequenceStatus
 from minillm.runner import ModelRunner
@@ -87,7 +88,9 @@ class Engine:
             backend = ContiguousAttention(kv)
         else:
             layers, nkv, hd, dtype, dev = kv_shape
-            manager = PrefixCachingBlockManager if c.prefix_cache == "hash" else BlockManager
+            manager = {None: BlockManager, "hash": PrefixCachingBlockManager, "radix": RadixBlockManager}[
+                c.prefix_cache
+            ]
             kv = PagedKVCache(
                 layers, self._num_blocks(), c.block_size, nkv, hd, dtype, dev, manager_cls=manager
             )
@@ -95,7 +98,7 @@ class Engine:
         if c.scheduler == "static":
             scheduler = StaticScheduler(c.max_num_seqs, c.max_num_batched_tokens, kv)
         else:
-            scheduler = ContinuousScheduler(c.max_num_seqs, c.max_num_batched_tokens, kv)
+            scheduler = ContinuousScheduler(c.max_num_seqs, c.max_num_batched_tokens, kv, c.schedule_policy)
         return kv, backend, scheduler
 
     def reconfigure(self, **overrides) -> None:

@@ -3,6 +3,8 @@ save_pretrained (no downloads), plus a tiny byte-level BPE tokenizer for text in
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
@@ -102,3 +104,22 @@ def tiny_model_with_tokenizer(tmp_path_factory):
     hf = make_tiny_checkpoint(path, "llama3")
     save_tiny_tokenizer(path)
     return str(path), hf
+
+
+# Chapter 3: prompts that share prefixes.
+PREFIXES = [(1, 2, 3, 4, 5, 6, 7, 8), (1, 2, 3, 4, 9, 9, 9, 9), (5, 5, 5, 5, 5, 5, 5, 5)]
+
+
+def shared_prefix_workload(n, seed, num_prefixes=3, prefix_len=40):
+    """n requests: one of num_prefixes shared random prefixes + a random suffix; greedy, EOS ignored."""
+    from minillm import SamplingParams
+
+    rng = random.Random(seed)
+    prefixes = [[rng.randrange(3, 384) for _ in range(prefix_len)] for _ in range(num_prefixes)]
+    prompts = [
+        rng.choice(prefixes) + [rng.randrange(3, 384) for _ in range(rng.randint(1, 20))] for _ in range(n)
+    ]
+    params = [
+        SamplingParams(max_tokens=rng.randint(1, 16), temperature=0.0, ignore_eos=True) for _ in prompts
+    ]
+    return prompts, params

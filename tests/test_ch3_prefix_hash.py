@@ -3,9 +3,8 @@ on against the engine with it off (same greedy tokens), under sharing and under 
 
 from __future__ import annotations
 
-import random
-
 import pytest
+from conftest import PREFIXES, shared_prefix_workload
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -16,8 +15,6 @@ from minillm.kv.prefix_hash import PrefixCachingBlockManager
 from minillm.request import Sequence
 
 pytestmark = pytest.mark.ch3
-
-PREFIXES = [(1, 2, 3, 4, 5, 6, 7, 8), (1, 2, 3, 4, 9, 9, 9, 9), (5, 5, 5, 5, 5, 5, 5, 5)]
 
 
 class PrefixCacheMachine(RuleBasedStateMachine):
@@ -99,18 +96,6 @@ class PrefixCacheMachine(RuleBasedStateMachine):
 
 TestPrefixCache = PrefixCacheMachine.TestCase
 TestPrefixCache.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
-
-
-def shared_prefix_workload(n, seed, num_prefixes=3, prefix_len=40):
-    rng = random.Random(seed)
-    prefixes = [[rng.randrange(3, 384) for _ in range(prefix_len)] for _ in range(num_prefixes)]
-    prompts = [
-        rng.choice(prefixes) + [rng.randrange(3, 384) for _ in range(rng.randint(1, 20))] for _ in range(n)
-    ]
-    params = [
-        SamplingParams(max_tokens=rng.randint(1, 16), temperature=0.0, ignore_eos=True) for _ in prompts
-    ]
-    return prompts, params
 
 
 @pytest.fixture(scope="module")

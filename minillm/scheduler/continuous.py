@@ -20,7 +20,9 @@ from minillm.scheduler import ScheduledBatch
 
 
 class ContinuousScheduler:
-    def __init__(self, max_num_seqs: int, max_num_batched_tokens: int, kv: PagedKVCache):
+    def __init__(
+        self, max_num_seqs: int, max_num_batched_tokens: int, kv: PagedKVCache, policy: str = "fcfs"
+    ):
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.kv = kv
@@ -28,6 +30,7 @@ class ContinuousScheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # in admission order: the last one is the preemption victim
         self.num_preemptions = 0
+        self.policy = policy  # "fcfs", or "lpm": the waiting request with the longest cached prefix first
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
@@ -45,6 +48,10 @@ class ContinuousScheduler:
         return batch
 
     def _schedule_prefills(self) -> ScheduledBatch | None:
+        if self.policy == "lpm" and len(self.waiting) > 1:
+            # SGLang's longest-prefix-match: requests that share cached K/V run first, while it is cached
+            # (a stable sort: ties keep arrival order).
+            self.waiting = deque(sorted(self.waiting, key=lambda s: -self.blocks.num_cached_tokens(s)))
         seqs, num_tokens = [], []
         budget = self.max_num_batched_tokens
         while self.waiting and len(self.running) < self.max_num_seqs:

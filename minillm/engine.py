@@ -10,7 +10,7 @@ Checked by: pytest -m ch1.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -78,16 +78,14 @@ class Engine:
     def _build_kv_and_scheduler(self):
         """The stage-specific parts: KV layout, the attention backend that reads it, the scheduler."""
         c, mc = self.config, self.model_config
-        kv_shape = (mc.num_layers, mc.num_kv_heads, mc.head_dim, c.torch_dtype, c.device)
+        layers, nkv, hd, dtype, dev = mc.num_layers, mc.num_kv_heads, mc.head_dim, c.torch_dtype, c.device
         if c.kv_cache == "none":
             kv, backend = None, NoCacheAttention()
         elif c.kv_cache == "contiguous":
             rows = min(c.max_num_seqs, c.kv_cache_tokens // self.max_model_len)
-            layers, nkv, hd, dtype, dev = kv_shape
             kv = ContiguousKVCache(layers, rows, self.max_model_len, nkv, hd, dtype, dev)
             backend = ContiguousAttention(kv)
         else:
-            layers, nkv, hd, dtype, dev = kv_shape
             manager = {None: BlockManager, "hash": PrefixCachingBlockManager, "radix": RadixBlockManager}[
                 c.prefix_cache
             ]
@@ -104,8 +102,6 @@ class Engine:
     def reconfigure(self, **overrides) -> None:
         """New KV pool, backend and scheduler with some EngineConfig fields changed, keeping the loaded
         weights (benchmarks sweep memory budgets this way). Only between runs: nothing may be queued."""
-        from dataclasses import replace
-
         if self.has_unfinished():
             raise RuntimeError("reconfigure() with requests in flight")
         self.config = replace(self.config, **overrides)
@@ -123,6 +119,10 @@ class Engine:
         bytes_per_block = (
             2 * mc.num_layers * c.block_size * mc.num_kv_heads * mc.head_dim * c.torch_dtype.itemsize
         )
+        if budget < bytes_per_block:
+            raise ValueError(
+                f"gpu_memory_utilization={c.gpu_memory_utilization} leaves no GPU memory for a KV block"
+            )
         return int(budget // bytes_per_block)
 
     def kv_capacity_tokens(self) -> int:

@@ -8,7 +8,12 @@ from __future__ import annotations
 import importlib
 
 # chapter -> module with run(model, *, device, load_format, quick, out, dtype, progress)
-CHAPTERS = {0: "minillm.bench.ch00", 1: "minillm.bench.ch01", 2: "minillm.bench.ch02"}
+CHAPTERS = {
+    0: "minillm.bench.ch00",
+    1: "minillm.bench.ch01",
+    2: "minillm.bench.ch02",
+    3: "minillm.bench.ch03",
+}
 
 
 def run_chapter(chapter: int, **kwargs) -> dict:

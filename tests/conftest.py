@@ -106,8 +106,9 @@ def tiny_model_with_tokenizer(tmp_path_factory):
     return str(path), hf
 
 
-# Chapter 3: prompts that share prefixes.
-PREFIXES = [(1, 2, 3, 4, 5, 6, 7, 8), (1, 2, 3, 4, 9, 9, 9, 9), (5, 5, 5, 5, 5, 5, 5, 5)]
+@pytest.fixture(scope="session")
+def tiny_path(tiny_model_with_tokenizer):
+    return tiny_model_with_tokenizer[0]
 
 
 def shared_prefix_workload(n, seed, num_prefixes=3, prefix_len=40):
@@ -123,3 +124,17 @@ def shared_prefix_workload(n, seed, num_prefixes=3, prefix_len=40):
         SamplingParams(max_tokens=rng.randint(1, 16), temperature=0.0, ignore_eos=True) for _ in prompts
     ]
     return prompts, params
+
+
+@pytest.fixture(scope="session")
+def shared_prefix_reference(tiny_path):
+    """A shared-prefix workload and its greedy outputs with no prefix cache (chapter 3's reference)."""
+    from minillm import LLM
+
+    prompts, params = shared_prefix_workload(30, seed=0)
+    llm = LLM(tiny_path, stage="paged", max_model_len=128, kv_cache_tokens=4096)
+    return (
+        prompts,
+        params,
+        [o.token_ids for o in llm.generate(prompt_token_ids=prompts, sampling_params=params)],
+    )

@@ -4,76 +4,25 @@ without a cache (same greedy tokens), with fcfs and lpm, under sharing and under
 from __future__ import annotations
 
 import pytest
-from conftest import PREFIXES, shared_prefix_workload
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import invariant, rule
+from prefix_cache_model import PrefixCacheModel
 
 from minillm import LLM, SamplingParams
 from minillm.kv.radix import RadixBlockManager
-from minillm.request import Sequence
 
 pytestmark = pytest.mark.ch3
 
 
-class RadixMachine(RuleBasedStateMachine):
-    """Random admits, appends and finishes through RadixBlockManager. The model knows what every block
-    holds (recorded when the manager hands it out) and which sequences are live; the tree must never
-    return a block that holds other tokens, must find the longest prefix it caches, and its locks,
-    sizes and reference counts must agree with a recount from scratch."""
+class RadixMachine(PrefixCacheModel):
+    """Adds eviction at any moment; the tree's locks, sizes and the reference counts (one per live
+    table holding a block, plus one for the tree) must agree with a recount from scratch."""
 
-    @initialize(num_blocks=st.integers(3, 24), block_size=st.sampled_from([1, 2, 4]))
-    def setup(self, num_blocks, block_size):
-        self.bm = RadixBlockManager(num_blocks, block_size, watermark=0.0)
-        self.bs, self.num_blocks = block_size, num_blocks
-        self.live: dict[int, Sequence] = {}
-        self.content: dict[int, tuple] = {}
-        self.next_id = 0
+    manager_cls = RadixBlockManager
 
-    def record(self, seq):
-        for i, b in enumerate(seq.block_table):
-            if (i + 1) * self.bs <= seq.num_tokens:
-                self.content[b] = tuple(seq.token_ids[: (i + 1) * self.bs])
-
-    @rule(
-        prefix=st.sampled_from(PREFIXES), cut=st.integers(1, 8), tail=st.lists(st.integers(0, 3), max_size=6)
-    )
-    def admit(self, prefix, cut, tail):
-        seq = Sequence(self.next_id, list(prefix[:cut]) + tail, SamplingParams())
-        self.next_id += 1
-        hits = self.bm.match(seq)
-        for i, b in enumerate(hits):
-            assert self.content.get(b) == tuple(seq.token_ids[: (i + 1) * self.bs]), "a wrong hit"
-        cached = self.bm.cache.cached_sequences()
-        longest = 0
-        while (longest + 1) * self.bs <= seq.num_tokens - 1 and tuple(
-            seq.token_ids[: (longest + 1) * self.bs]
-        ) in cached:
-            longest += 1
-        assert len(hits) == longest, "the longest cached prefix is found"
-        if self.bm.can_allocate(seq):
-            self.bm.allocate(seq)
-            seq.num_computed_tokens = seq.num_tokens  # as if the prefill ran
-            self.live[seq.request_id] = seq
-            self.record(seq)
-
-    @precondition(lambda self: self.live)
-    @rule(data=st.data(), token=st.integers(0, 3))
-    def append(self, data, token):
-        seq = self.live[data.draw(st.sampled_from(sorted(self.live)))]
-        seq.output_token_ids.append(token)
-        if self.bm.can_append(seq):
-            self.bm.may_append(seq)
-            seq.num_computed_tokens = seq.num_tokens
-            self.record(seq)
-        else:
-            seq.output_token_ids.pop()
-
-    @precondition(lambda self: self.live)
-    @rule(data=st.data())
-    def finish(self, data):
-        seq = self.live.pop(data.draw(st.sampled_from(sorted(self.live))))
-        self.bm.free(seq)
+    def cached_prefixes(self):
+        return self.bm.cache.cached_sequences()
 
     @rule(n=st.integers(1, 6))
     def evict(self, n):
@@ -94,12 +43,7 @@ class RadixMachine(RuleBasedStateMachine):
             assert n.parent.children[n.key[: self.bs]] is n
             below = sum(1 for s in self.live.values() if _is_ancestor(n, self.bm.locked[s.request_id]))
             assert n.lock_ref == below, "lock_ref counts the sequences locked at or below the node"
-        refs = [0] * self.num_blocks
-        for s in self.live.values():
-            for b in s.block_table:
-                refs[b] += 1
-        for b in in_tree:
-            refs[b] += 1
+        refs = self.block_refs(extra=in_tree)
         assert refs == alloc.ref_counts
         assert sorted(alloc.free_blocks) == [b for b in range(self.num_blocks) if refs[b] == 0]
         for b in in_tree:  # the tree's blocks hold what the tree says
@@ -118,28 +62,12 @@ TestRadix = RadixMachine.TestCase
 TestRadix.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 
 
-@pytest.fixture(scope="module")
-def path(tiny_model_with_tokenizer):
-    return tiny_model_with_tokenizer[0]
-
-
-@pytest.fixture(scope="module")
-def uncached(path):
-    prompts, params = shared_prefix_workload(30, seed=0)
-    llm = LLM(path, stage="paged", max_model_len=128, kv_cache_tokens=4096)
-    return (
-        prompts,
-        params,
-        [o.token_ids for o in llm.generate(prompt_token_ids=prompts, sampling_params=params)],
-    )
-
-
 @pytest.mark.parametrize("policy", ["fcfs", "lpm"])
 @pytest.mark.parametrize("block_size, kv_cache_tokens", [(16, 4096), (16, 160), (1, 4096), (1, 100), (4, 96)])
-def test_radix_keeps_greedy_outputs(path, uncached, policy, block_size, kv_cache_tokens):
-    prompts, params, want = uncached
+def test_radix_keeps_greedy_outputs(tiny_path, shared_prefix_reference, policy, block_size, kv_cache_tokens):
+    prompts, params, want = shared_prefix_reference
     llm = LLM(
-        path,
+        tiny_path,
         stage="radix",
         schedule_policy=policy,
         max_model_len=128,
@@ -154,8 +82,8 @@ def test_radix_keeps_greedy_outputs(path, uncached, policy, block_size, kv_cache
     assert m.num_free_blocks + m.cache.evictable_size == m.num_blocks  # every block free or cached
 
 
-def test_multi_turn_conversation_hits_the_previous_turn(path):
-    llm = LLM(path, stage="radix", max_model_len=256, block_size=4, kv_cache_tokens=2048)
+def test_multi_turn_conversation_hits_the_previous_turn(tiny_path):
+    llm = LLM(tiny_path, stage="radix", max_model_len=256, block_size=4, kv_cache_tokens=2048)
     p = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
     history = [11, 12, 13, 14, 15, 16, 17]
     for turn in range(4):
@@ -165,9 +93,9 @@ def test_multi_turn_conversation_hits_the_previous_turn(path):
         history = history + out.token_ids + [20 + turn, 30 + turn, 40 + turn]
 
 
-def test_lpm_runs_the_cached_prefix_first(path):
+def test_lpm_runs_the_cached_prefix_first(tiny_path):
     engine = LLM(
-        path, stage="radix", max_model_len=128, block_size=4, kv_cache_tokens=2048, max_num_seqs=1
+        tiny_path, stage="radix", max_model_len=128, block_size=4, kv_cache_tokens=2048, max_num_seqs=1
     ).engine
     shared = list(range(50, 70))
     p = SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True)
@@ -182,9 +110,9 @@ def test_lpm_runs_the_cached_prefix_first(path):
         engine.step()
 
 
-def test_lpm_needs_a_cache(path):
+def test_lpm_needs_a_cache(tiny_path):
     with pytest.raises(ValueError, match="lpm"):
-        LLM(path, stage="paged", schedule_policy="lpm")
+        LLM(tiny_path, stage="paged", schedule_policy="lpm")
 
 
 def test_eviction_is_lru_over_unlocked_leaves_and_stops_when_enough():

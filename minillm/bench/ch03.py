@@ -3,17 +3,18 @@
 Four variants of stage paged run the same workloads under the same KV budget (token slots):
   no cache    every prompt is prefilled in full (chapter 2)
   hash        vLLM's chained block hashes, LRU eviction of free cached blocks, FCFS admission
-  radix       SGLang's radix tree over the cached blocks, LRU eviction of unreferenced leaves, FCFS
+  radix       SGLang's radix tree over the cached blocks, LRU eviction of unlocked leaves, FCFS
   radix+lpm   the radix tree with longest-prefix-match admission: waiting requests whose prefix is
               cached go first, before other admissions evict it
 Workloads (minillm/bench/workloads_prefix.py): prefix repetition, multi-turn chat, few-shot, and
 tree-of-thought branching; the multi-round ones (chat turns, tree levels) start a round when the
 previous one has finished, so every variant sees the same prompts in the same order. Budgets are
-fractions of the workload's footprint (prompt + output tokens of all requests): 1 keeps everything,
-the small ones hold a few sequences and force evictions. Reported per (workload, budget, variant): hit
-rate (prompt tokens served from the cache / prompt tokens), prefill tokens computed (tokens fed to the
-model less one per generated token after the first: recomputation after preemption counts), TTFT,
-output throughput and its ratio to no cache; greedy outputs must equal no cache's.
+fractions of the workload's footprint (prompt + output tokens of all requests, in whole blocks): 1
+keeps everything, the small ones hold a few sequences and force evictions. Reported per (workload,
+budget, variant): hit rate (prompt tokens served from the cache / prompt tokens), prefill tokens
+computed (tokens fed to the model less one per generated token after the first, so recomputation after
+preemption counts), TTFT, output throughput and its ratio to no cache. Greedy outputs must equal no
+cache's.
 
 Run: minillm bench --chapter 3 [--quick] [--device cuda --model qwen3-0.6b --load-format dummy]
 """
@@ -37,12 +38,14 @@ SCALES = {
         budget_fractions=(1.0, 0.15),
         block_size=16,
     ),
+    # Sized for one GPU call: about 6,000 engine steps (qwen3-0.6b's eager step is ~55 ms on an H100).
+    # Outputs are short because the cache saves prefill work; long decodes would only dilute it.
     "full": dict(
-        prefix=dict(num_prefixes=10, prefix_len=256, suffix_len=256, output_len=128, num_requests=80),
-        chat=dict(num_conversations=16, num_turns=4, first_len=256, user_len=64, output_len=128),
-        few_shot=dict(examples_len=768, question_len=64, output_len=64, num_requests=64),
-        tree=dict(num_trees=4, root_len=256, fan_out=3, depth=2, branch_len=64, output_len=128),
-        budget_fractions=(1.0, 0.25, 0.1),
+        prefix=dict(num_prefixes=10, prefix_len=256, suffix_len=256, output_len=32, num_requests=40),
+        chat=dict(num_conversations=8, num_turns=3, first_len=256, user_len=64, output_len=32),
+        few_shot=dict(examples_len=768, question_len=64, output_len=32, num_requests=48),
+        tree=dict(num_trees=2, root_len=256, fan_out=3, depth=2, branch_len=64, output_len=32),
+        budget_fractions=(1.0, 0.3, 0.12),
         block_size=16,
     ),
 }
@@ -84,8 +87,8 @@ def run_rounds(llm, rounds, label: str, *, progress: bool = True) -> RunResult:
 
 def budgets(rounds, fractions, block_size: int) -> list[int]:
     """KV budgets: fractions of the footprint in whole blocks (1: every request's blocks at once, so
-    nothing is evicted or preempted), at least two of the longest request."""
-    floor = 2 * wp.longest_request(rounds)
+    nothing is evicted or preempted), at least four of the longest request (a few sequences run at once)."""
+    floor = 4 * wp.longest_request(rounds)
     fp = wp.footprint(rounds, block_size)
     return [block_size * -(-max(int(f * fp), floor) // block_size) for f in fractions]
 
@@ -175,7 +178,7 @@ def run(
         + "; ".join(describe(k, w) for k, w in workloads.items())
         + f". Greedy, EOS ignored; block_size {s['block_size']}, max_model_len {llm.engine.max_model_len};"
         f" KV budgets {', '.join(f'{f:g}' for f in s['budget_fractions'])} x each workload's footprint"
-        " (prompt + output tokens of all requests in whole blocks; at least two of its longest request)."
+        " (prompt + output tokens of all requests in whole blocks; at least four of its longest request)."
         f" Token-identical to no cache: {same}"
         f"{'.' if dt == torch.float32 else ' (bf16 sums in another order can flip near-ties).'}"
     )

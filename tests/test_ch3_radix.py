@@ -33,7 +33,7 @@ class RadixMachine(PrefixCacheModel):
         if not hasattr(self, "bm"):
             return
         cache, alloc = self.bm.cache, self.bm.allocator
-        nodes = list(cache._nodes())
+        nodes = list(cache.nodes())
         in_tree = [b for n in nodes for b in n.blocks]
         assert len(in_tree) == len(set(in_tree)) == cache.total_size
         assert cache.evictable_size == sum(len(n.blocks) for n in nodes if n.lock_ref == 0)

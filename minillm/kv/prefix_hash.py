@@ -19,9 +19,12 @@ from collections import OrderedDict
 from minillm.kv.paged import BlockManager
 from minillm.request import Sequence
 
+ROOT_HASH = -1  # the "parent" of a first block: a fixed int, so hashes repeat across processes
+
 
 def block_hash(parent: int | None, tokens: tuple[int, ...]) -> int:
-    return hash((parent, tokens))
+    # Python hashes tuples of ints the same in every process (hash(None) may not be, before 3.12).
+    return hash((ROOT_HASH if parent is None else parent, tokens))
 
 
 class CachingBlockAllocator:

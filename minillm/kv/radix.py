@@ -132,7 +132,7 @@ class RadixCache:
     def evict(self, num_blocks: int) -> int:
         """Free at least num_blocks blocks from unlocked leaves, least recently used first; returns how
         many were freed (fewer if everything left is locked)."""
-        heap = [n for n in self._nodes() if not n.children and n.lock_ref == 0]
+        heap = [n for n in self.nodes() if not n.children and n.lock_ref == 0]
         heapq.heapify(heap)
         freed = 0
         while freed < num_blocks and heap:
@@ -148,7 +148,8 @@ class RadixCache:
         self.num_evicted_blocks += freed
         return freed
 
-    def _nodes(self):
+    def nodes(self):
+        """Every node but the root, depth first."""
         stack = list(self.root.children.values())
         while stack:
             node = stack.pop()
@@ -209,7 +210,8 @@ class RadixBlockManager(BlockManager):
         return self.blocks_for(seq.num_tokens) - len(seq.block_table) <= self.num_available_blocks
 
     def allocate(self, seq: Sequence) -> None:
-        if not seq.block_table:
+        admission = not seq.block_table  # a prefill (first admission or after preemption), not a decode
+        if admission:
             limit = (seq.num_tokens - 1) // self.block_size * self.block_size
             hits, node = self.cache.match_prefix(seq.token_ids[:limit])
             self.cache.lock(node)
@@ -227,9 +229,11 @@ class RadixBlockManager(BlockManager):
         if missing > self.num_free_blocks:
             self.cache.evict(missing - self.num_free_blocks)
         super().allocate(seq)
-        # Insert the prompt's full blocks now (computed by this very step, before anyone attends:
-        # every layer writes the batch's K/V first), so requests in the same batch share them.
-        self._insert(seq, seq.num_tokens // self.block_size)
+        if admission:
+            # Insert the prompt's full blocks now (computed by this very step, before anyone attends:
+            # every layer writes the batch's K/V first), so requests in the same batch share them.
+            # Blocks filled while decoding are inserted when the request finishes, in one node.
+            self._insert(seq, seq.num_tokens // self.block_size)
 
     def _insert(self, seq: Sequence, num_full: int) -> None:
         if num_full <= self.inserted[seq.request_id]:

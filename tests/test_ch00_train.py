@@ -16,15 +16,24 @@ pytestmark = pytest.mark.ch0
 
 REPO = Path(__file__).resolve().parents[1]
 ASSET = REPO / "minillm/assets/pystd-llama"
-TEXTS = ["héllo 世界 🚀", "def f(x):\n\treturn x ** 2  # ½ ≠ ∞\r\n", "  leading and trailing  ", "<|endoftext|>"]
+TEXTS = [
+    "héllo 世界 🚀",
+    "def f(x):\n\treturn x ** 2  # ½ ≠ ∞\r\n",
+    "  leading and trailing  ",
+    "<|endoftext|>",
+]
 
 
 def test_quick_training_writes_loadable_checkpoint(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "ckpt"
-    subprocess.run([sys.executable, str(REPO / "chapters/ch00_model/train.py"), "--quick", "--out", str(out)],
-                   check=True, timeout=120, cwd=tmp_path)
+    subprocess.run(
+        [sys.executable, str(REPO / "chapters/ch00_model/train.py"), "--quick", "--out", str(out)],
+        check=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     (log_path,) = tmp_path.glob("ckpt_train_cpu_*.json")  # beside the checkpoint, not inside it
     log = json.loads(log_path.read_text())
     assert log["steps"] == 30 and log["val"], "quick mode runs 30 steps with evaluations"

@@ -143,8 +143,13 @@ def test_every_reference_kernel_compiles_for_an_h100():
         from triton.backends.nvidia.compiler import CUDABackend  # noqa: F401
     except ImportError as exc:
         pytest.skip(f"this Triton has no CUDA backend: {exc}")
-    run = subprocess.run([sys.executable, "-m", "puzzles", "check", "all", "--solution", "--compile"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-m", "puzzles", "check", "all", "--solution", "--compile"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert run.stdout.count("compiles for sm_90") == len(PUZZLES)
 
@@ -153,7 +158,13 @@ def test_notebook_runs_top_to_bottom():
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     nb = nbformat.read(ROOT / "puzzles" / "Puzzles.ipynb", as_version=4)
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",  # run from puzzles/, as Jupyter would
-                            resources={"metadata": {"path": str(ROOT / "puzzles")}}).execute()
-    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    nbclient.NotebookClient(
+        nb,
+        timeout=300,
+        kernel_name="python3",  # run from puzzles/, as Jupyter would
+        resources={"metadata": {"path": str(ROOT / "puzzles")}},
+    ).execute()
+    outputs = "".join(
+        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+    )
     assert "PASSED" in outputs and "out-of-bounds read" in outputs

@@ -36,6 +36,10 @@ class EngineConfig:
         None  # longest sequence; None: min(max positions, kv_cache_tokens, token budget)
     )
     scheduler: str = "static"  # "static": batch runs until its longest member ends (ch1) | "continuous" (ch2)
+    # | "unified" (ch4): one token budget per step, chunked prefill, mixed prefill/decode batches
+    long_prefill_token_threshold: int = (
+        0  # unified: most prompt tokens one request takes per step (0: no cap)
+    )
 
     def __post_init__(self):
         positive = ("kv_cache_tokens", "block_size", "max_num_seqs", "max_num_batched_tokens")
@@ -51,10 +55,14 @@ class EngineConfig:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.kv_cache not in ("none", "contiguous", "paged"):
             raise ValueError(f"kv_cache must be 'none', 'contiguous' or 'paged', got {self.kv_cache!r}")
-        if self.scheduler not in ("static", "continuous"):
-            raise ValueError(f"scheduler must be 'static' or 'continuous', got {self.scheduler!r}")
-        if self.scheduler == "continuous" and self.kv_cache != "paged":
-            raise ValueError("scheduler='continuous' needs kv_cache='paged'")
+        if self.scheduler not in ("static", "continuous", "unified"):
+            raise ValueError(f"scheduler must be 'static', 'continuous' or 'unified', got {self.scheduler!r}")
+        if self.scheduler != "static" and self.kv_cache != "paged":
+            raise ValueError(f"scheduler={self.scheduler!r} needs kv_cache='paged'")
+        if not isinstance(self.long_prefill_token_threshold, int) or self.long_prefill_token_threshold < 0:
+            raise ValueError(
+                f"long_prefill_token_threshold must be an int >= 0, got {self.long_prefill_token_threshold!r}"
+            )
         if self.prefix_cache not in (None, "hash", "radix"):
             raise ValueError(f"prefix_cache must be None, 'hash' or 'radix', got {self.prefix_cache!r}")
         if self.schedule_policy not in ("fcfs", "lpm"):
@@ -69,6 +77,10 @@ class EngineConfig:
             raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device={self.device!r} but torch sees no CUDA GPU")
+
+    @property
+    def chunked_prefill(self) -> bool:
+        return self.scheduler == "unified"
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -91,8 +103,9 @@ class EngineConfig:
 STAGES: dict[str, dict] = {
     "naive": dict(kv_cache="contiguous", scheduler="static"),  # ch1
     "paged": dict(kv_cache="paged", scheduler="continuous"),  # ch2
-    "radix": dict(
-        kv_cache="paged", scheduler="continuous", prefix_cache="radix", schedule_policy="lpm"
-    ),  # ch3
+    # ch3
+    "radix": dict(kv_cache="paged", scheduler="continuous", prefix_cache="radix", schedule_policy="lpm"),
+    # ch4
+    "unified": dict(kv_cache="paged", scheduler="unified", prefix_cache="radix", schedule_policy="lpm"),
 }
 DEFAULT_STAGE = list(STAGES)[-1]  # LLM() runs the most advanced stage that has landed

@@ -27,6 +27,7 @@ from minillm.runner import ModelRunner
 from minillm.sampling import Sampler
 from minillm.scheduler.continuous import ContinuousScheduler
 from minillm.scheduler.static import StaticScheduler
+from minillm.scheduler.unified import UnifiedScheduler
 from minillm.tokenizer import IncrementalDetokenizer, Tokenizer
 
 
@@ -60,7 +61,7 @@ class Engine:
                 f"max_model_len={self.max_model_len} exceeds the model's max_position_embeddings="
                 f"{mc.max_position_embeddings}"
             )
-        if self.max_model_len > config.max_num_batched_tokens:
+        if self.max_model_len > config.max_num_batched_tokens and not config.chunked_prefill:
             raise ValueError(
                 f"max_model_len={self.max_model_len} exceeds max_num_batched_tokens={config.max_num_batched_tokens}:"
                 " without chunked prefill a whole sequence must fit in one step"
@@ -95,8 +96,16 @@ class Engine:
             backend = PagedAttention(kv)
         if c.scheduler == "static":
             scheduler = StaticScheduler(c.max_num_seqs, c.max_num_batched_tokens, kv)
-        else:
+        elif c.scheduler == "continuous":
             scheduler = ContinuousScheduler(c.max_num_seqs, c.max_num_batched_tokens, kv, c.schedule_policy)
+        else:
+            scheduler = UnifiedScheduler(
+                c.max_num_seqs,
+                c.max_num_batched_tokens,
+                kv,
+                c.schedule_policy,
+                c.long_prefill_token_threshold,
+            )
         return kv, backend, scheduler
 
     def reconfigure(self, **overrides) -> None:
@@ -198,7 +207,7 @@ class Engine:
             raise ValueError(
                 f"prompt {rid}: {len(ids)} tokens leave no room to generate within max_model_len={self.max_model_len}"
             )
-        if len(ids) > self.config.max_num_batched_tokens:
+        if len(ids) > self.config.max_num_batched_tokens and not self.config.chunked_prefill:
             raise ValueError(
                 f"prompt {rid}: {len(ids)} tokens exceed max_num_batched_tokens={self.config.max_num_batched_tokens}"
                 " (prompts are not split in this stage)"
@@ -212,13 +221,22 @@ class Engine:
         """One forward over the scheduled batch; returns an output for every sequence that advanced."""
         batch = self.scheduler.schedule()
         if batch is None:
+            if self.has_unfinished():  # admission checks make this unreachable; never spin silently
+                raise RuntimeError("the scheduler could run nothing while requests are waiting")
             return []
-        logits = self.runner.execute(batch)
-        tokens = self.sampler(logits, batch.seqs)
+        # a sequence samples when this step computes its last token (not after a mid-prompt chunk)
+        sample = [
+            i
+            for i, (s, n) in enumerate(zip(batch.seqs, batch.num_new_tokens))
+            if s.num_computed_tokens + n == s.num_tokens
+        ]
+        sampling = [batch.seqs[i] for i in sample]
+        logits = self.runner.execute(batch, sample)
+        tokens = self.sampler(logits, sampling) if sampling else []
         now = time.perf_counter()
         self.scheduler.update(batch)
         self._record(batch, now)
-        return [self._append_token(seq, tok, now) for seq, tok in zip(batch.seqs, tokens)]
+        return [self._append_token(seq, tok, now) for seq, tok in zip(sampling, tokens)]
 
     def _record(self, batch, now: float) -> None:
         used = reserved = total = 0
@@ -274,6 +292,8 @@ class Engine:
 
 
 def _default_max_model_len(config: EngineConfig, max_position_embeddings: int) -> int:
+    if config.chunked_prefill:  # a long prompt spreads over several steps
+        return min(max_position_embeddings, config.kv_cache_tokens)
     return min(max_position_embeddings, config.kv_cache_tokens, config.max_num_batched_tokens)
 
 

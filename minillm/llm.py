@@ -87,7 +87,7 @@ class LLM:
         done: dict[int, RequestOutput] = {}
         bar = tqdm(total=len(ids), desc="generate", disable=not use_tqdm)
         while self.engine.has_unfinished():
-            for out in self._step():
+            for out in self.engine.step():
                 if out.finished:
                     done[out.request_id] = out
                     bar.update(1)
@@ -98,10 +98,4 @@ class LLM:
         """Yield an output for every request that advances at each step; read `.delta_text`."""
         self._add_all(prompts, sampling_params, prompt_token_ids)
         while self.engine.has_unfinished():
-            yield from self._step()
-
-    def _step(self) -> list[RequestOutput]:
-        outs = self.engine.step()
-        if not outs:  # admission checks make this unreachable; never spin silently if they miss a case
-            raise RuntimeError("the scheduler could run nothing while requests are waiting")
-        return outs
+            yield from self.engine.step()

@@ -60,9 +60,13 @@ class ModelRunner:
         return as_tensor(input_ids, torch.int64), as_tensor(positions, torch.int64), meta, logits_indices
 
     @torch.inference_mode()
-    def execute(self, batch: ScheduledBatch) -> torch.Tensor:
-        """Run one forward; returns float32 logits (B, V) at each sequence's last new token."""
+    def execute(self, batch: ScheduledBatch, sample: list[int] | None = None) -> torch.Tensor:
+        """Run one forward; returns float32 logits (S, V) at the last new token of the sequences listed
+        in `sample` (indices into the batch; default all). A prefill chunk that does not reach the end
+        of its prompt samples nothing, so it needs no logits."""
         input_ids, positions, meta, logits_indices = self.prepare(batch)
         hidden = self.model(input_ids, positions, self.attn_backend, meta)  # (T, H)
-        idx = torch.tensor(logits_indices, device=self.device)
-        return self.model.compute_logits(hidden[idx])  # (B, V)
+        if sample is not None:
+            logits_indices = [logits_indices[i] for i in sample]
+        idx = torch.tensor(logits_indices, dtype=torch.long, device=self.device)
+        return self.model.compute_logits(hidden[idx])  # (S, V)

@@ -68,22 +68,26 @@ class BlockManager:
     def blocks_for(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)  # ceil
 
-    def can_allocate(self, seq: Sequence) -> bool:
-        """Room for K/V of every token the sequence has (its prompt, plus outputs after a preemption)?"""
-        need = self.blocks_for(seq.num_tokens) - len(seq.block_table)
+    # num_tokens below: how many of the sequence's tokens must have a slot after this step; by default
+    # all of them (a whole prefill, or a decode). The unified scheduler (ch4) passes less for a prefill
+    # chunk, and num_lookahead_slots reserves room for tokens beyond them (speculative decoding).
+    def can_allocate(self, seq: Sequence, num_tokens: int | None = None) -> bool:
+        """Room to admit the sequence: its prompt (plus outputs after a preemption), or a first chunk?"""
+        need = self.blocks_for(num_tokens or seq.num_tokens) - len(seq.block_table)
         return need <= self.num_free_blocks - self.watermark_blocks
 
-    def allocate(self, seq: Sequence) -> None:
-        while len(seq.block_table) < self.blocks_for(seq.num_tokens):
+    def allocate(self, seq: Sequence, num_tokens: int | None = None) -> None:
+        while len(seq.block_table) < self.blocks_for(num_tokens or seq.num_tokens):
             seq.block_table.append(self.allocator.allocate())
 
-    def can_append(self, seq: Sequence) -> bool:
-        """Room for the token a decode step writes (position num_tokens - 1)?"""
-        return self.blocks_for(seq.num_tokens) - len(seq.block_table) <= self.num_free_blocks
+    def can_append(self, seq: Sequence, num_tokens: int | None = None, num_lookahead_slots: int = 0) -> bool:
+        """Room for the tokens a running sequence writes this step (a decode: position num_tokens - 1)?"""
+        need = self.blocks_for((num_tokens or seq.num_tokens) + num_lookahead_slots) - len(seq.block_table)
+        return need <= self.num_free_blocks
 
-    def may_append(self, seq: Sequence) -> None:
-        """Give the sequence a new block if the token it writes next starts one."""
-        self.allocate(seq)
+    def may_append(self, seq: Sequence, num_tokens: int | None = None, num_lookahead_slots: int = 0) -> None:
+        """Give the sequence the blocks those tokens (and the lookahead slots) start."""
+        self.allocate(seq, (num_tokens or seq.num_tokens) + num_lookahead_slots)
 
     def free(self, seq: Sequence) -> None:
         for block in reversed(seq.block_table):

@@ -118,13 +118,15 @@ class PrefixCachingBlockManager(BlockManager):
     def num_cached_tokens(self, seq: Sequence) -> int:
         return len(self.match(seq)) * self.block_size if not seq.block_table else 0
 
-    def can_allocate(self, seq: Sequence) -> bool:
+    def can_allocate(self, seq: Sequence, num_tokens: int | None = None) -> bool:
         hits = self.match(seq)
         revived = sum(1 for b in hits if self.allocator.ref_counts[b] == 0)  # hits that leave the free queue
-        need = self.blocks_for(seq.num_tokens) - len(hits)
+        need = max(
+            0, self.blocks_for(max(num_tokens or seq.num_tokens, len(hits) * self.block_size)) - len(hits)
+        )
         return need + revived <= self.num_free_blocks - self.watermark_blocks
 
-    def allocate(self, seq: Sequence) -> None:
+    def allocate(self, seq: Sequence, num_tokens: int | None = None) -> None:
         if not seq.block_table:
             hits = self.match(seq)
             for b in hits:
@@ -136,11 +138,11 @@ class PrefixCachingBlockManager(BlockManager):
                 seq.num_cached_tokens = seq.num_computed_tokens
                 self.num_queried_tokens += seq.num_prompt_tokens
                 self.num_hit_tokens += seq.num_computed_tokens
-        super().allocate(seq)
+        super().allocate(seq, num_tokens)
         # The prompt's full blocks are cached now, before this step computes them: a request admitted
         # in the same step can already hit them, because every layer writes the whole batch's K/V
         # (slot_mapping) before any sequence attends (vLLM V1 caches at allocation for the same reason).
-        self._register(seq, seq.num_tokens // self.block_size)
+        self._register(seq, min(num_tokens or seq.num_tokens, seq.num_tokens) // self.block_size)
 
     def on_computed(self, seq: Sequence) -> None:
         """After a step: blocks that decoding has just filled become cached too."""

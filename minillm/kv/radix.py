@@ -195,7 +195,7 @@ class RadixBlockManager(BlockManager):
     def num_available_blocks(self) -> int:
         return self.num_free_blocks + self.cache.evictable_size
 
-    def can_allocate(self, seq: Sequence) -> bool:
+    def can_allocate(self, seq: Sequence, num_tokens: int | None = None) -> bool:
         limit = (seq.num_tokens - 1) // self.block_size * self.block_size
         hits, node = self.cache.match_prefix(seq.token_ids[:limit])
         # matched blocks in unlocked nodes stop being evictable once this sequence locks them
@@ -203,15 +203,17 @@ class RadixBlockManager(BlockManager):
         while node is not self.cache.root:
             evictable_hits += len(node.blocks) if node.lock_ref == 0 else 0
             node = node.parent
-        need = self.blocks_for(seq.num_tokens) - len(hits)
+        need = max(0, self.blocks_for(num_tokens or seq.num_tokens) - len(hits))
         return need <= self.num_available_blocks - evictable_hits - self.watermark_blocks
 
-    def can_append(self, seq: Sequence) -> bool:
-        return self.blocks_for(seq.num_tokens) - len(seq.block_table) <= self.num_available_blocks
+    def can_append(self, seq: Sequence, num_tokens: int | None = None, num_lookahead_slots: int = 0) -> bool:
+        need = self.blocks_for((num_tokens or seq.num_tokens) + num_lookahead_slots) - len(seq.block_table)
+        return need <= self.num_available_blocks
 
-    def allocate(self, seq: Sequence) -> None:
-        admission = not seq.block_table  # a prefill (first admission or after preemption), not a decode
-        if admission:
+    def allocate(self, seq: Sequence, num_tokens: int | None = None) -> None:
+        target = num_tokens or seq.num_tokens
+        prefilling = seq.num_computed_tokens < seq.num_prompt_tokens or not seq.block_table
+        if not seq.block_table:  # admission (first, or after a preemption)
             limit = (seq.num_tokens - 1) // self.block_size * self.block_size
             hits, node = self.cache.match_prefix(seq.token_ids[:limit])
             self.cache.lock(node)
@@ -225,15 +227,15 @@ class RadixBlockManager(BlockManager):
                 seq.num_cached_tokens = seq.num_computed_tokens
                 self.num_queried_tokens += seq.num_prompt_tokens
                 self.num_hit_tokens += seq.num_computed_tokens
-        missing = self.blocks_for(seq.num_tokens) - len(seq.block_table)
+        missing = self.blocks_for(target) - len(seq.block_table)
         if missing > self.num_free_blocks:
             self.cache.evict(missing - self.num_free_blocks)
-        super().allocate(seq)
-        if admission:
+        super().allocate(seq, target)
+        if prefilling:
             # Insert the prompt's full blocks now (computed by this very step, before anyone attends:
             # every layer writes the batch's K/V first), so requests in the same batch share them.
             # Blocks filled while decoding are inserted when the request finishes, in one node.
-            self._insert(seq, seq.num_tokens // self.block_size)
+            self._insert(seq, min(target, seq.num_tokens) // self.block_size)
 
     def _insert(self, seq: Sequence, num_full: int) -> None:
         if num_full <= self.inserted[seq.request_id]:

@@ -1,0 +1,124 @@
+"""Chapter 4: the unified token-budget scheduler (vLLM V1's design).
+
+There are no prefill and decode phases. Every request has num_computed_tokens and num_tokens (prompt +
+output so far), and each step moves requests towards num_computed_tokens == num_tokens within one
+budget of max_num_batched_tokens tokens:
+
+  1. running requests first, in admission order: a decoding one takes 1 token, one still prefilling takes
+     its next chunk (at most long_prefill_token_threshold tokens, if set, and what is left of the budget);
+     when blocks run out, the most recently admitted running request is preempted (recompute) and goes
+     back to the head of the waiting queue;
+  2. then, unless this step preempted someone, waiting requests (fcfs or lpm order) while the budget,
+     max_num_seqs and the pool allow: prefix-cache hits count as computed, and the rest of the prompt
+     may be cut into chunks.
+
+Chunked prefill and mixed prefill+decode batches fall out of this: a long prompt no longer stalls every
+running decode for a whole step, it shares steps with them. A request samples only in the step that
+computes its last token.
+
+Checked by: pytest -m ch4 (hypothesis over arrival patterns and budgets).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from minillm.kv.paged import PagedKVCache
+from minillm.request import Sequence, SequenceStatus
+from minillm.scheduler import ScheduledBatch
+
+
+class UnifiedScheduler:
+    def __init__(
+        self,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        kv: PagedKVCache,
+        policy: str = "fcfs",
+        long_prefill_token_threshold: int = 0,
+    ):
+        self.max_num_seqs = max_num_seqs
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.long_prefill_token_threshold = long_prefill_token_threshold  # 0: a chunk may take the budget
+        self.kv = kv
+        self.blocks = kv.manager
+        self.policy = policy
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []  # admission order: the last one is the preemption victim
+        self.num_preemptions = 0
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def seqs_holding_kv(self) -> list[Sequence]:
+        return self.running
+
+    def _chunk(self, remaining: int, budget: int) -> int:
+        n = min(remaining, budget)
+        if self.long_prefill_token_threshold:
+            n = min(n, self.long_prefill_token_threshold)
+        return n
+
+    def schedule(self) -> ScheduledBatch | None:
+        budget = self.max_num_batched_tokens
+        seqs, num_tokens = [], []
+        preempted = False
+        # 1. running requests: decodes and unfinished prefill chunks
+        for seq in list(self.running):
+            if budget == 0:
+                break
+            if seq not in self.running:  # preempted below to make room for an earlier request
+                continue
+            n = self._chunk(seq.num_tokens - seq.num_computed_tokens, budget)
+            target = seq.num_computed_tokens + n
+            while not self.blocks.can_append(seq, target):
+                victim = self.running[-1]
+                self._preempt(victim)
+                preempted = True
+                if victim is seq:
+                    break
+            else:
+                self.blocks.may_append(seq, target)
+                seqs.append(seq)
+                num_tokens.append(n)
+                budget -= n
+        # 2. waiting requests, if nobody had to be preempted
+        if not preempted:
+            if self.policy == "lpm" and len(self.waiting) > 1:
+                self.waiting = deque(sorted(self.waiting, key=lambda s: -self.blocks.num_cached_tokens(s)))
+            while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
+                seq = self.waiting[0]
+                computed = max(seq.num_computed_tokens, self.blocks.num_cached_tokens(seq))
+                n = self._chunk(seq.num_tokens - computed, budget)
+                if not self.blocks.can_allocate(seq, computed + n):
+                    break
+                self.waiting.popleft()
+                self.blocks.allocate(seq, computed + n)
+                assert seq.num_computed_tokens == computed, "the cache matched what it promised"
+                seq.status = SequenceStatus.RUNNING
+                self.running.append(seq)
+                seqs.append(seq)
+                num_tokens.append(n)
+                budget -= n
+        return ScheduledBatch(seqs, num_tokens) if seqs else None
+
+    def _preempt(self, seq: Sequence) -> None:
+        """Recompute-style preemption: drop the request's K/V and put it first in line."""
+        self.running.remove(seq)
+        self.blocks.free(seq)
+        seq.num_computed_tokens = 0
+        seq.status = SequenceStatus.WAITING
+        self.waiting.appendleft(seq)
+        self.num_preemptions += 1
+
+    def update(self, batch: ScheduledBatch) -> None:
+        for seq, n in zip(batch.seqs, batch.num_new_tokens):
+            seq.num_computed_tokens += n
+            self.blocks.on_computed(seq)
+
+    def finish(self, seq: Sequence) -> None:
+        self.running.remove(seq)
+        self.blocks.free(seq)

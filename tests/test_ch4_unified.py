@@ -1,0 +1,152 @@
+"""Chapter 4: the unified token-budget scheduler. Greedy outputs equal the earlier stages'; under random
+arrival patterns, budgets and pool sizes no step exceeds the token budget, max_num_seqs or the pool,
+every request finishes, and the pool ends free (or cached)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from minillm import LLM, SamplingParams
+from minillm.kv.paged import BlockManager
+from minillm.request import Sequence
+
+pytestmark = pytest.mark.ch4
+
+
+def mixed_workload(n, seed, max_prompt=120):
+    rng = random.Random(seed)
+    prompts = [[rng.randrange(3, 384) for _ in range(rng.randint(1, max_prompt))] for _ in range(n)]
+    params = [
+        SamplingParams(max_tokens=rng.randint(1, 12), temperature=0.0, ignore_eos=True) for _ in prompts
+    ]
+    return prompts, params
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_path):
+    prompts, params = mixed_workload(24, seed=0)
+    llm = LLM(tiny_path, stage="naive", max_model_len=160, kv_cache_tokens=160 * 8, max_num_seqs=8)
+    return (
+        prompts,
+        params,
+        [o.token_ids for o in llm.generate(prompt_token_ids=prompts, sampling_params=params)],
+    )
+
+
+@pytest.mark.parametrize("prefix_cache", [None, "hash", "radix"])
+@pytest.mark.parametrize("budget, threshold", [(16, 0), (64, 8), (512, 0)])
+def test_unified_equals_naive(tiny_path, reference, prefix_cache, budget, threshold):
+    prompts, params, want = reference
+    llm = LLM(
+        tiny_path,
+        stage="unified",
+        prefix_cache=prefix_cache,
+        schedule_policy="lpm" if prefix_cache else "fcfs",
+        max_model_len=160,
+        kv_cache_tokens=2048,
+        max_num_batched_tokens=budget,
+        long_prefill_token_threshold=threshold,
+    )
+    outs = llm.generate(prompt_token_ids=prompts, sampling_params=params)
+    assert [o.token_ids for o in outs] == want
+    stats = llm.engine.step_stats
+    assert max(s.num_tokens for s in stats) <= budget
+    if budget < 120:  # some prompt was longer than the budget: it was chunked, and mixed with decodes
+        assert any(s.num_tokens == budget for s in stats)
+
+
+def test_long_prompt_does_not_stall_decodes(tiny_path):
+    """The point of the chapter: with a budget, a long prompt's prefill shares steps with running decodes."""
+    engine = LLM(
+        tiny_path, stage="unified", max_model_len=256, kv_cache_tokens=4096, max_num_batched_tokens=32
+    ).engine
+    p = SamplingParams(max_tokens=20, temperature=0.0, ignore_eos=True)
+    short = engine.add_request([5, 6, 7], p)
+    engine.step()
+    long = engine.add_request(list(range(10, 210)), p)  # 200 tokens: 7 chunks of <= 31 next to the decode
+    steps_with_short = 0
+    while engine.has_unfinished():
+        outs = {o.request_id for o in engine.step()}
+        if short in outs:
+            steps_with_short += 1
+        if any(o == long for o in outs):
+            break
+    assert steps_with_short >= 6  # the short request decoded in every step of the long prefill
+    while engine.has_unfinished():
+        engine.step()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.integers(0, 10_000),
+    budget=st.sampled_from([8, 16, 48, 200]),
+    max_num_seqs=st.integers(1, 6),
+    kv_cache_tokens=st.sampled_from([160, 256, 1024]),
+    prefix_cache=st.sampled_from([None, "hash", "radix"]),
+    threshold=st.sampled_from([0, 4]),
+)
+def test_random_arrivals_stay_bounded_and_finish(
+    tiny_path, seed, budget, max_num_seqs, kv_cache_tokens, prefix_cache, threshold
+):
+    rng = random.Random(seed)
+    llm = LLM(
+        tiny_path,
+        stage="unified",
+        prefix_cache=prefix_cache,
+        schedule_policy="fcfs",
+        max_model_len=128,
+        kv_cache_tokens=kv_cache_tokens,
+        block_size=8,
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=budget,
+        long_prefill_token_threshold=threshold,
+    )
+    engine = llm.engine
+    prompts, params = mixed_workload(12, seed, max_prompt=60)
+    pending = list(zip(prompts, params))
+    finished = set()
+    ids = []
+    for _ in range(2000):
+        for _ in range(rng.randint(0, 2)):  # random arrivals between steps
+            if pending:
+                ids.append(engine.add_request(*pending.pop(0)))
+        if not pending and not engine.has_unfinished():
+            break
+        finished |= {o.request_id for o in engine.step() if o.finished}
+        s = engine.step_stats[-1] if engine.step_stats else None
+        if s is not None:
+            assert s.num_tokens <= budget and s.num_seqs <= max_num_seqs and s.kv_reserved <= s.kv_total
+    assert finished == set(ids) and len(ids) == 12, "every request finishes: no starvation"
+    m = engine.kv.manager
+    evictable = m.cache.evictable_size if prefix_cache == "radix" else 0
+    assert m.num_free_blocks + evictable == m.num_blocks
+
+
+def test_lookahead_slots_reserve_blocks_beyond_the_tokens():
+    bm = BlockManager(num_blocks=4, block_size=4, watermark=0.0)
+    seq = Sequence(0, [1, 2, 3, 4, 5], SamplingParams())
+    bm.allocate(seq)
+    assert len(seq.block_table) == 2
+    assert bm.can_append(seq, num_lookahead_slots=3)  # 5 + 3 tokens: still 2 blocks
+    assert bm.can_append(seq, num_lookahead_slots=11)  # 16 slots: all 4 blocks
+    assert not bm.can_append(seq, num_lookahead_slots=12)
+    bm.may_append(seq, num_lookahead_slots=7)  # 12 slots: 3 blocks
+    assert len(seq.block_table) == 3 and bm.num_free_blocks == 1
+    bm.free(seq)
+    assert bm.num_free_blocks == 4
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        (dict(long_prefill_token_threshold=-1), "long_prefill_token_threshold"),
+        (dict(scheduler="unified", kv_cache="contiguous"), "kv_cache"),
+    ],
+)
+def test_bad_unified_options_name_the_field(tiny_path, kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        LLM(tiny_path, **{"stage": "unified", **kwargs})

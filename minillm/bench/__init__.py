@@ -13,6 +13,7 @@ CHAPTERS = {
     1: "minillm.bench.ch01",
     2: "minillm.bench.ch02",
     3: "minillm.bench.ch03",
+    4: "minillm.bench.ch04",
 }
 
 

@@ -114,3 +114,54 @@ def from_jsonl(path: str | Path, tokenizer=None) -> Workload:
 
 def to_jsonl(workload: Workload, path: str | Path) -> None:
     Path(path).write_text("".join(json.dumps(asdict(r)) + "\n" for r in workload.requests))
+
+
+def poisson_with_long_prompts(
+    num_short: int,
+    short_input_len: int,
+    short_output_len: int,
+    request_rate: float,
+    num_long: int,
+    long_input_len: tuple[int, int],
+    long_output_len: int,
+    long_period: float,
+    vocab_size: int,
+    *,
+    range_ratio: float = 0.5,
+    seed: int = 0,
+) -> Workload:
+    """Steady decode traffic with long prompts arriving periodically (chapter 4).
+
+    Short requests (lengths uniform in [(1-r)x, (1+r)x]) arrive as a Poisson process of request_rate
+    per second; num_long long-prompt requests (prompt length uniform in long_input_len) arrive at
+    long_period / 2, then every long_period seconds. Requests are in arrival order; params["long"]
+    lists the indices of the long ones."""
+    rng = random.Random(seed)
+
+    def draw(x: int) -> int:
+        return rng.randint(max(1, int(x * (1 - range_ratio))), max(1, int(x * (1 + range_ratio))))
+
+    reqs, t = [], 0.0
+    for _ in range(num_short):
+        t += rng.expovariate(request_rate)
+        reqs.append(
+            BenchRequest(_random_ids(rng, draw(short_input_len), vocab_size), draw(short_output_len), t)
+        )
+    longs = [
+        BenchRequest(_random_ids(rng, rng.randint(*long_input_len), vocab_size), long_output_len, t)
+        for t in ((k + 0.5) * long_period for k in range(num_long))
+    ]
+    reqs = sorted(reqs + longs, key=lambda r: r.arrival_time)
+    params = dict(
+        kind="poisson+long",
+        short_input_len=short_input_len,
+        short_output_len=short_output_len,
+        range_ratio=range_ratio,
+        request_rate=request_rate,
+        long_input_len=list(long_input_len),
+        long_output_len=long_output_len,
+        long_period=long_period,
+        seed=seed,
+        long=[i for i, r in enumerate(reqs) if any(r is x for x in longs)],
+    )
+    return Workload(f"poisson-{num_short}+long-{num_long}", reqs, params)

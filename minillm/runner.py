@@ -56,6 +56,8 @@ class ModelRunner:
             seq_ids=as_tensor(seq_ids, torch.int64),
             max_seqlen_q=max(batch.num_new_tokens),
             max_context_len=max(ctx),
+            q_lens_host=list(batch.num_new_tokens),
+            context_lens_host=ctx,
         )
         return as_tensor(input_ids, torch.int64), as_tensor(positions, torch.int64), meta, logits_indices
 

@@ -150,3 +150,52 @@ def test_lookahead_slots_reserve_blocks_beyond_the_tokens():
 def test_bad_unified_options_name_the_field(tiny_path, kwargs, field):
     with pytest.raises(ValueError, match=field):
         LLM(tiny_path, **{"stage": "unified", **kwargs})
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from([1, 1, 2, 7, 20]), st.integers(0, 30)), min_size=1, max_size=6),
+    st.integers(0, 99),
+)
+def test_paged_attention_on_mixed_batches_matches_reference(shapes, seed):
+    """Decodes (1 new token) and prefill chunks (several) in one batch, against the float64 oracle."""
+    import torch
+
+    from minillm.attention.metadata import AttentionMetadata
+    from minillm.attention.torch_ref import ref_varlen_attention
+    from minillm.kv.paged import PagedAttention, PagedKVCache
+
+    g = torch.Generator().manual_seed(seed)
+    nh, nkv, d, bs = 4, 2, 8, 4
+    kv = PagedKVCache(1, 64, bs, nkv, d, torch.float64, "cpu")
+    perm = torch.randperm(64, generator=g).tolist()
+    q_lens = [q for q, _ in shapes]
+    ctx = [q + c for q, c in shapes]
+    tables, k_full, v_full, slots, cu = [], [], [], [], [0]
+    for n, c in zip(q_lens, ctx):
+        table = [perm.pop() for _ in range(-(-c // bs))]
+        tables.append(table)
+        k_full.append(torch.randn(c, nkv, d, generator=g, dtype=torch.float64))
+        v_full.append(torch.randn(c, nkv, d, generator=g, dtype=torch.float64))
+        for p in range(c - n):  # earlier context already in the cache
+            kv.k_cache[0][table[p // bs], p % bs] = k_full[-1][p]
+            kv.v_cache[0][table[p // bs], p % bs] = v_full[-1][p]
+        slots += [table[p // bs] * bs + p % bs for p in range(c - n, c)]
+        cu.append(cu[-1] + n)
+    width = max(len(t) for t in tables)
+    meta = AttentionMetadata(
+        cu_seqlens_q=torch.tensor(cu, dtype=torch.int32),
+        context_lens=torch.tensor(ctx, dtype=torch.int32),
+        slot_mapping=torch.tensor(slots),
+        block_tables=torch.tensor([t + [0] * (width - len(t)) for t in tables]),
+        seq_ids=torch.tensor([b for b, n in enumerate(q_lens) for _ in range(n)]),
+        max_seqlen_q=max(q_lens),
+        max_context_len=max(ctx),
+    )
+    q = torch.randn(sum(q_lens), nh, d, generator=g, dtype=torch.float64)
+    k_new = torch.cat([k[c - n :] for k, n, c in zip(k_full, q_lens, ctx)])
+    v_new = torch.cat([v[c - n :] for v, n, c in zip(v_full, q_lens, ctx)])
+    out = PagedAttention(kv).forward(0, q, k_new, v_new, meta)
+    torch.testing.assert_close(
+        out, ref_varlen_attention(q, k_full, v_full, meta.cu_seqlens_q), rtol=1e-10, atol=1e-10
+    )

@@ -44,17 +44,13 @@ def attention_mask(meta: AttentionMetadata, num_keys: int) -> torch.Tensor:
 
 class PaddedSDPA:
     """SDPA over padded (B, L) batches. The mask and token offsets depend only on the step's metadata,
-    so they are built at the first layer of a step and reused by the others."""
-
-    def __init__(self):
-        self._meta = None
+    so they are built at the first layer of a step (kept in meta.scratch) and reused by the others."""
 
     def _layout(self, meta: AttentionMetadata, num_keys: int):
-        if meta is not self._meta:
-            self._meta = meta
-            self._offsets = token_offsets(meta)
-            self._mask = attention_mask(meta, num_keys)
-        return self._offsets, self._mask
+        key = ("layout", num_keys)
+        if key not in meta.scratch:
+            meta.scratch[key] = token_offsets(meta), attention_mask(meta, num_keys)
+        return meta.scratch[key]
 
     def attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata

@@ -64,7 +64,6 @@ class ContiguousAttention(PaddedSDPA):
     """Write the new K/V into each sequence's row, then attend over the row's first context_len slots."""
 
     def __init__(self, kv: ContiguousKVCache):
-        super().__init__()
         self.kv = kv
 
     def forward(self, layer_idx: int, q, k, v, meta: AttentionMetadata) -> torch.Tensor:

@@ -152,7 +152,6 @@ class PagedAttention(PaddedSDPA):
     gather-and-pad with Triton kernels that read blocks in place."""
 
     def __init__(self, kv: PagedKVCache):
-        super().__init__()
         self.kv = kv
 
     def forward(self, layer_idx: int, q, k, v, meta: AttentionMetadata) -> torch.Tensor:
@@ -160,9 +159,15 @@ class PagedAttention(PaddedSDPA):
         N, bs, nkv, d = k_cache.shape
         k_cache.view(-1, nkv, d)[meta.slot_mapping] = k  # (N*bs, nkv, d) indexed by slot
         v_cache.view(-1, nkv, d)[meta.slot_mapping] = v
-        num_blocks = -(-meta.max_context_len // bs)
-        tables = meta.block_tables[:, :num_blocks]  # (B, nb)
-        B = tables.shape[0]
-        k_seq = k_cache[tables].view(B, num_blocks * bs, nkv, d)  # (B, nb*bs, nkv, d), logical order
-        v_seq = v_cache[tables].view(B, num_blocks * bs, nkv, d)
-        return self.attend(q, k_seq, v_seq, meta)
+        groups = meta.split_decodes()  # mixed batches (chapter 4): decodes apart from prefill chunks
+        out = q if len(groups) == 1 else torch.empty_like(q)
+        for sub, tokens in groups:
+            num_blocks = -(-sub.max_context_len // bs)
+            tables = sub.block_tables[:, :num_blocks]  # (b, nb)
+            b = tables.shape[0]
+            k_seq = k_cache[tables].view(b, num_blocks * bs, nkv, d)  # (b, nb*bs, nkv, d), logical order
+            v_seq = v_cache[tables].view(b, num_blocks * bs, nkv, d)
+            if tokens is None:
+                return self.attend(q, k_seq, v_seq, sub)
+            out[tokens] = self.attend(q[tokens], k_seq, v_seq, sub)
+        return out

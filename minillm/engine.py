@@ -56,16 +56,7 @@ class Engine:
         self.max_model_len = config.max_model_len or _default_max_model_len(
             config, mc.max_position_embeddings
         )
-        if self.max_model_len > mc.max_position_embeddings:
-            raise ValueError(
-                f"max_model_len={self.max_model_len} exceeds the model's max_position_embeddings="
-                f"{mc.max_position_embeddings}"
-            )
-        if self.max_model_len > config.max_num_batched_tokens and not config.chunked_prefill:
-            raise ValueError(
-                f"max_model_len={self.max_model_len} exceeds max_num_batched_tokens={config.max_num_batched_tokens}:"
-                " without chunked prefill a whole sequence must fit in one step"
-            )
+        self._check_max_model_len(config)
         self.eos_token_ids = set(mc.eos_token_ids)
         if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
             self.eos_token_ids.add(self.tokenizer.eos_token_id)
@@ -75,6 +66,19 @@ class Engine:
         self._next_id = 0
         self.step_stats: list[StepStats] = []  # one per step: batch shape and KV memory, for plots
         self._detok: dict[int, IncrementalDetokenizer] = {}
+
+    def _check_max_model_len(self, c: EngineConfig) -> None:
+        mc = self.model_config
+        if self.max_model_len > mc.max_position_embeddings:
+            raise ValueError(
+                f"max_model_len={self.max_model_len} exceeds the model's max_position_embeddings="
+                f"{mc.max_position_embeddings}"
+            )
+        if self.max_model_len > c.max_num_batched_tokens and not c.chunked_prefill:
+            raise ValueError(
+                f"max_model_len={self.max_model_len} exceeds max_num_batched_tokens={c.max_num_batched_tokens}:"
+                " without chunked prefill a whole sequence must fit in one step"
+            )
 
     def _build_kv_and_scheduler(self):
         """The stage-specific parts: KV layout, the attention backend that reads it, the scheduler."""
@@ -113,7 +117,11 @@ class Engine:
         weights (benchmarks sweep memory budgets this way). Only between runs: nothing may be queued."""
         if self.has_unfinished():
             raise RuntimeError("reconfigure() with requests in flight")
-        self.config = replace(self.config, **overrides)
+        config = replace(self.config, **overrides)
+        self._check_max_model_len(
+            config
+        )  # before anything changes: a bad override leaves the engine as it was
+        self.config = config
         self.kv, backend, self.scheduler = self._build_kv_and_scheduler()
         self.runner.attn_backend, self.runner.kv = backend, self.kv
         self.step_stats.clear()

@@ -199,3 +199,12 @@ def test_paged_attention_on_mixed_batches_matches_reference(shapes, seed):
     torch.testing.assert_close(
         out, ref_varlen_attention(q, k_full, v_full, meta.cu_seqlens_q), rtol=1e-10, atol=1e-10
     )
+
+
+def test_reconfigure_validates_before_changing_anything(tiny_path):
+    llm = LLM(tiny_path, stage="unified", max_model_len=200, max_num_batched_tokens=32, kv_cache_tokens=1024)
+    with pytest.raises(ValueError, match="max_num_batched_tokens"):
+        llm.engine.reconfigure(scheduler="continuous")  # cannot chunk: 200-token sequences need a 200 budget
+    assert llm.engine.config.scheduler == "unified"
+    out = llm.generate(prompt_token_ids=[list(range(5, 105))], sampling_params=SamplingParams(max_tokens=2))
+    assert len(out[0].token_ids) == 2

@@ -47,11 +47,14 @@ class ContinuousScheduler:
             batch = self._schedule_decodes()
         return batch
 
-    def _schedule_prefills(self) -> ScheduledBatch | None:
+    def _order_waiting(self) -> None:
         if self.policy == "lpm" and len(self.waiting) > 1:
             # SGLang's longest-prefix-match: requests that share cached K/V run first, while it is cached
             # (a stable sort: ties keep arrival order).
             self.waiting = deque(sorted(self.waiting, key=lambda s: -self.blocks.num_cached_tokens(s)))
+
+    def _schedule_prefills(self) -> ScheduledBatch | None:
+        self._order_waiting()
         seqs, num_tokens = [], []
         budget = self.max_num_batched_tokens
         while self.waiting and len(self.running) < self.max_num_seqs:

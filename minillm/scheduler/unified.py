@@ -21,14 +21,15 @@ Checked by: pytest -m ch4 (hypothesis over arrival patterns and budgets).
 
 from __future__ import annotations
 
-from collections import deque
-
 from minillm.kv.paged import PagedKVCache
-from minillm.request import Sequence, SequenceStatus
+from minillm.request import SequenceStatus
 from minillm.scheduler import ScheduledBatch
+from minillm.scheduler.continuous import ContinuousScheduler
 
 
-class UnifiedScheduler:
+class UnifiedScheduler(ContinuousScheduler):
+    """Chapter 2's queues, preemption and bookkeeping, with one budget loop in place of the phases."""
+
     def __init__(
         self,
         max_num_seqs: int,
@@ -37,24 +38,8 @@ class UnifiedScheduler:
         policy: str = "fcfs",
         long_prefill_token_threshold: int = 0,
     ):
-        self.max_num_seqs = max_num_seqs
-        self.max_num_batched_tokens = max_num_batched_tokens
+        super().__init__(max_num_seqs, max_num_batched_tokens, kv, policy)
         self.long_prefill_token_threshold = long_prefill_token_threshold  # 0: a chunk may take the budget
-        self.kv = kv
-        self.blocks = kv.manager
-        self.policy = policy
-        self.waiting: deque[Sequence] = deque()
-        self.running: list[Sequence] = []  # admission order: the last one is the preemption victim
-        self.num_preemptions = 0
-
-    def add(self, seq: Sequence) -> None:
-        self.waiting.append(seq)
-
-    def has_unfinished(self) -> bool:
-        return bool(self.waiting or self.running)
-
-    def seqs_holding_kv(self) -> list[Sequence]:
-        return self.running
 
     def _chunk(self, remaining: int, budget: int) -> int:
         n = min(remaining, budget)
@@ -87,8 +72,7 @@ class UnifiedScheduler:
                 budget -= n
         # 2. waiting requests, if nobody had to be preempted
         if not preempted:
-            if self.policy == "lpm" and len(self.waiting) > 1:
-                self.waiting = deque(sorted(self.waiting, key=lambda s: -self.blocks.num_cached_tokens(s)))
+            self._order_waiting()
             while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
                 seq = self.waiting[0]
                 computed = max(seq.num_computed_tokens, self.blocks.num_cached_tokens(seq))
@@ -104,21 +88,3 @@ class UnifiedScheduler:
                 num_tokens.append(n)
                 budget -= n
         return ScheduledBatch(seqs, num_tokens) if seqs else None
-
-    def _preempt(self, seq: Sequence) -> None:
-        """Recompute-style preemption: drop the request's K/V and put it first in line."""
-        self.running.remove(seq)
-        self.blocks.free(seq)
-        seq.num_computed_tokens = 0
-        seq.status = SequenceStatus.WAITING
-        self.waiting.appendleft(seq)
-        self.num_preemptions += 1
-
-    def update(self, batch: ScheduledBatch) -> None:
-        for seq, n in zip(batch.seqs, batch.num_new_tokens):
-            seq.num_computed_tokens += n
-            self.blocks.on_computed(seq)
-
-    def finish(self, seq: Sequence) -> None:
-        self.running.remove(seq)
-        self.blocks.free(seq)

@@ -208,7 +208,7 @@ class Engine:
         if len(ids) == 0:
             raise ValueError(f"prompt {rid}: the prompt is empty")
         vocab = self.model_config.vocab_size
-        bad = [t for t in ids if not isinstance(t, int) or not 0 <= t < vocab]
+        bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab]
         if bad:
             raise ValueError(f"prompt_token_ids {rid}: id {bad[0]!r} is outside the vocabulary [0, {vocab})")
         if len(ids) >= self.max_model_len:
@@ -269,28 +269,29 @@ class Engine:
         seq.output_token_ids.append(token)
         seq.token_times.append(now)
         detok = self._detok.get(seq.request_id)
-        stop_token = (token in self.eos_token_ids and not p.ignore_eos) or token in p.stop_token_ids
-        delta = detok.step(token) if detok is not None and not stop_token else ""
-        if stop_token:
-            self._finish(seq, "stop")
+        longest_stop = max((len(s) for s in p.stop), default=0)
+        if (token in self.eos_token_ids and not p.ignore_eos) or token in p.stop_token_ids:
+            self._finish(seq, "stop")  # the stop token stays in token_ids, out of the text
         else:
-            start = max(0, len(seq.output_text) - max((len(s) for s in p.stop), default=0) + 1)
-            seq.output_text += delta
+            new_text = detok.step(token) if detok is not None else ""
+            start = max(0, len(seq.output_text) - longest_stop + 1)
+            seq.output_text += new_text
             hits = [i for i in (seq.output_text.find(s, start) for s in p.stop) if i >= 0]
             if hits:
-                cut = min(hits)
-                delta = delta[: max(0, len(delta) - (len(seq.output_text) - cut))]
-                seq.output_text = seq.output_text[:cut]
+                seq.output_text = seq.output_text[: min(hits)]  # the text ends before the stop string
                 self._finish(seq, "stop")
-                detok = None  # the text after a stop string is dropped, not flushed
+                detok = None  # what followed the stop string is dropped, not flushed
             elif len(seq.output_token_ids) >= p.max_tokens or seq.num_tokens >= self.max_model_len:
                 self._finish(seq, "length")
-        if seq.is_finished and detok is not None:
-            tail = detok.flush()
-            seq.output_text += tail
-            delta += tail
         if seq.is_finished:
+            if detok is not None:
+                seq.output_text += detok.flush()
             self._detok.pop(seq.request_id, None)
+            visible = len(seq.output_text)
+        else:  # hold back what could still turn out to be the start of a stop string
+            visible = len(seq.output_text) - max(0, longest_stop - 1)
+        delta = seq.output_text[seq.num_emitted_chars : visible] if visible > seq.num_emitted_chars else ""
+        seq.num_emitted_chars = max(seq.num_emitted_chars, visible)
         return seq.to_output(delta)
 
     def _finish(self, seq: Sequence, reason: str) -> None:

@@ -32,6 +32,8 @@ def llm(tiny_model_with_tokenizer):
         (dict(stop=[""]), "stop"),
         (dict(stop_token_ids=[-1]), "stop_token_ids"),
         (dict(seed="x"), "seed"),
+        (dict(top_k=True), "top_k"),
+        (dict(max_tokens=True), "max_tokens"),
     ],
 )
 def test_sampling_params_name_the_field(kwargs, field):

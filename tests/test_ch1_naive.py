@@ -180,3 +180,21 @@ def test_cli_generate(model_path, capsys):
     )
     out = capsys.readouterr().out
     assert "def f(" in out and "ttft" in out
+
+
+def test_streamed_text_never_shows_part_of_a_stop_string():
+    from minillm import DEFAULT_MODEL
+
+    llm = LLM(DEFAULT_MODEL, stage="naive", max_model_len=128, kv_cache_tokens=1024)
+    params = SamplingParams(max_tokens=30, temperature=0.0, ignore_eos=True)
+    free = llm.generate(["def fib(n):"], params)[0].text
+    for i in range(0, 24, 3):  # stop strings that span token boundaries at many places
+        stop = free[i : i + 2]
+        if not stop.strip():
+            continue
+        params.stop = [stop]
+        streamed, final = "", None
+        for out in llm.stream(["def fib(n):"], params):
+            streamed += out.delta_text
+            final = out
+        assert final.finish_reason == "stop" and streamed == final.text == free[: free.find(stop)]

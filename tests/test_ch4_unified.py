@@ -208,3 +208,33 @@ def test_reconfigure_validates_before_changing_anything(tiny_path):
     assert llm.engine.config.scheduler == "unified"
     out = llm.generate(prompt_token_ids=[list(range(5, 105))], sampling_params=SamplingParams(max_tokens=2))
     assert len(out[0].token_ids) == 2
+
+
+def test_same_prompt_prefilled_twice_in_chunks_with_a_tight_pool():
+    """Two requests prefill one prompt chunk by chunk; the radix tree ends up holding one copy while the
+    second request computed its own. A tight pool then makes that request preempt itself; it must start
+    again (hitting the tree), not stall the engine."""
+    from minillm import DEFAULT_MODEL
+
+    prompt = list(range(100, 109))
+    params = [
+        SamplingParams(max_tokens=7, temperature=0, ignore_eos=True),
+        SamplingParams(max_tokens=1, temperature=0, ignore_eos=True),
+    ]
+    outs = {}
+    for cache in (None, "radix", "hash"):
+        llm = LLM(
+            DEFAULT_MODEL,
+            stage="unified",
+            prefix_cache=cache,
+            schedule_policy="fcfs",
+            block_size=4,
+            kv_cache_tokens=16,
+            max_num_batched_tokens=8,
+            long_prefill_token_threshold=4,
+            max_model_len=64,
+        )
+        outs[cache] = [
+            o.token_ids for o in llm.generate(prompt_token_ids=[prompt, prompt], sampling_params=params)
+        ]
+    assert outs["radix"] == outs["hash"] == outs[None]

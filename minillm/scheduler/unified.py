@@ -70,8 +70,9 @@ class UnifiedScheduler(ContinuousScheduler):
                 seqs.append(seq)
                 num_tokens.append(n)
                 budget -= n
-        # 2. waiting requests, if nobody had to be preempted
-        if not preempted:
+        # 2. waiting requests, if nobody had to be preempted (or the preemption left the step empty: then
+        #    the head of the queue, usually the request just preempted, may start again at once)
+        if not preempted or not seqs:
             self._order_waiting()
             while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
                 seq = self.waiting[0]

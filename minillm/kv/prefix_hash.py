@@ -134,9 +134,7 @@ class PrefixCachingBlockManager(BlockManager):
             seq.block_table = list(hits)
             seq.num_computed_tokens = len(hits) * self.block_size
             self.hashes[seq.request_id] = [h for _, h, _, _ in self._chain(seq.token_ids, len(hits))]
-            if (
-                seq.num_preemptions == 0
-            ):  # first admission, not a recompute  # first admission, not a recompute after preemption
+            if seq.num_preemptions == 0:  # first admission, not a recompute after preemption
                 seq.num_cached_tokens = seq.num_computed_tokens
                 self.num_queried_tokens += seq.num_prompt_tokens
                 self.num_hit_tokens += seq.num_computed_tokens

@@ -20,26 +20,23 @@ class EngineConfig:
     device: str = "cpu"
     dtype: str | None = None  # None: float32 on CPU (exact parity tests), bfloat16 on CUDA
     seed: int = 0  # seeds dummy weights and the sampler of requests without their own seed
-    kv_cache: str = (
-        "contiguous"  # "none" (recompute everything, ch1 baseline) | "contiguous" (ch1) | "paged" (ch2)
-    )
+    # "none" (recompute everything, ch1 baseline) | "contiguous" (ch1) | "paged" (ch2)
+    kv_cache: str = "contiguous"
     kv_cache_tokens: int = 8192  # KV memory budget, in token slots, shared by all sequences
     gpu_memory_utilization: float | None = None  # on CUDA: size the paged pool from this fraction instead
     block_size: int = 16  # paged KV block size in tokens (chapter 2); vLLM's default too
-    prefix_cache: str | None = (
-        None  # None | "hash" (vLLM) | "radix" (SGLang): reuse K/V of shared prefixes (ch3)
-    )
+    prefix_cache: str | None = None  # None | "hash" (vLLM) | "radix" (SGLang): reuse shared prefixes (ch3)
     schedule_policy: str = "fcfs"  # "fcfs" | "lpm": longest cached prefix first (SGLang), with a prefix cache
     max_num_seqs: int = 64  # most sequences in one batch
     max_num_batched_tokens: int = 2048  # most tokens in one forward (prompts are never split in ch1)
-    max_model_len: int | None = (
-        None  # longest sequence; None: min(max positions, kv_cache_tokens, token budget)
-    )
+    max_model_len: int | None = None  # longest sequence; None: min(max positions, KV budget, token budget)
     scheduler: str = "static"  # "static": batch runs until its longest member ends (ch1) | "continuous" (ch2)
     # | "unified" (ch4): one token budget per step, chunked prefill, mixed prefill/decode batches
-    long_prefill_token_threshold: int = (
-        0  # unified: most prompt tokens one request takes per step (0: no cap)
-    )
+    long_prefill_token_threshold: int = 0  # unified: most prompt tokens of one request per step (0: no cap)
+    # Requests with SamplingParams(regex=, json_schema=, choice=) (ch5): None rejects them;
+    # "naive": walk the vocabulary at every step | "indexed": a precomputed token index (Outlines) |
+    # "compressed": the index + jump-forward over forced text (SGLang's compressed FSM)
+    constrained_decoding: str | None = None
 
     def __post_init__(self):
         positive = ("kv_cache_tokens", "block_size", "max_num_seqs", "max_num_batched_tokens")
@@ -71,6 +68,18 @@ class EngineConfig:
             raise ValueError("schedule_policy='lpm' orders by cached prefix: it needs a prefix_cache")
         if self.prefix_cache is not None and self.kv_cache != "paged":
             raise ValueError("prefix_cache needs kv_cache='paged' (a stage from 'paged' on)")
+        if self.constrained_decoding not in (None, "naive", "indexed", "compressed"):
+            raise ValueError(
+                "constrained_decoding must be None, 'naive', 'indexed' or 'compressed', "
+                f"got {self.constrained_decoding!r}"
+            )
+        if self.constrained_decoding == "compressed" and (
+            self.prefix_cache is None or self.scheduler == "static"
+        ):
+            raise ValueError(
+                "constrained_decoding='compressed' re-prefills a request after a jump forward and reuses its"
+                " K/V through the prefix cache: it needs a prefix_cache and a continuous or unified scheduler"
+            )
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
@@ -107,5 +116,13 @@ STAGES: dict[str, dict] = {
     "radix": dict(kv_cache="paged", scheduler="continuous", prefix_cache="radix", schedule_policy="lpm"),
     # ch4
     "unified": dict(kv_cache="paged", scheduler="unified", prefix_cache="radix", schedule_policy="lpm"),
+    # ch5
+    "fsm": dict(
+        kv_cache="paged",
+        scheduler="unified",
+        prefix_cache="radix",
+        schedule_policy="lpm",
+        constrained_decoding="compressed",
+    ),
 }
 DEFAULT_STAGE = list(STAGES)[-1]  # LLM() runs the most advanced stage that has landed

@@ -17,6 +17,8 @@ import torch
 
 from minillm.attention.sdpa import NoCacheAttention
 from minillm.config import EngineConfig
+from minillm.constrained.guide import GuideFactory, mask_logits, params_regex
+from minillm.constrained.regex import RegexError
 from minillm.kv.contiguous import ContiguousAttention, ContiguousKVCache
 from minillm.kv.paged import BlockManager, PagedAttention, PagedKVCache
 from minillm.kv.prefix_hash import PrefixCachingBlockManager
@@ -41,6 +43,7 @@ class StepStats:
     kv_used: int  # KV slots holding a token's K/V
     kv_reserved: int  # KV slots allocated to sequences (used + waste inside their rows/blocks)
     kv_total: int  # KV slots in the pool
+    constraint_s: float = 0.0  # host time spent on constrained decoding: masks, guide states, jumps
 
 
 class Engine:
@@ -66,6 +69,9 @@ class Engine:
         self._next_id = 0
         self.step_stats: list[StepStats] = []  # one per step: batch shape and KV memory, for plots
         self._detok: dict[int, IncrementalDetokenizer] = {}
+        self.guides = None  # compiled constraints, cached (chapter 5)
+        if config.constrained_decoding is not None and self.tokenizer is not None:
+            self.guides = GuideFactory(self.tokenizer, self.eos_token_ids, config.constrained_decoding)
 
     def _check_max_model_len(self, c: EngineConfig) -> None:
         mc = self.model_config
@@ -118,11 +124,15 @@ class Engine:
         if self.has_unfinished():
             raise RuntimeError("reconfigure() with requests in flight")
         config = replace(self.config, **overrides)
-        self._check_max_model_len(
-            config
-        )  # before anything changes: a bad override leaves the engine as it was
+        self._check_max_model_len(config)  # before anything changes: a bad override leaves it as it was
         self.config = config
         self.kv, backend, self.scheduler = self._build_kv_and_scheduler()
+        if config.constrained_decoding is None:
+            self.guides = None
+        elif self.tokenizer is not None and (
+            self.guides is None or self.guides.strategy != config.constrained_decoding
+        ):
+            self.guides = GuideFactory(self.tokenizer, self.eos_token_ids, config.constrained_decoding)
         self.runner.attn_backend, self.runner.kv = backend, self.kv
         self.step_stats.clear()
 
@@ -154,10 +164,28 @@ class Engine:
     def check_params(self, params) -> None:
         if not isinstance(params, SamplingParams):
             raise ValueError(f"sampling_params must be a SamplingParams, got {type(params).__name__}")
-        if params.constrained:
+        if params.constrained and self.config.constrained_decoding is None:
             raise ValueError(
-                "SamplingParams.regex/json_schema/choice need constrained decoding (stage 'fsm')"
+                "SamplingParams.regex/json_schema/choice need constrained decoding: stage 'fsm', or "
+                "constrained_decoding='naive' | 'indexed' | 'compressed'"
             )
+        if params.constrained and self.guides is None:
+            raise ValueError("SamplingParams.regex/json_schema/choice: this model has no tokenizer")
+
+    def compile_guide(self, params: SamplingParams):
+        """The request's constraint as a guide (cached); a bad pattern or schema is a ValueError naming
+        the field."""
+        field = (
+            "regex"
+            if params.regex is not None
+            else "json_schema"
+            if params.json_schema is not None
+            else "choice"
+        )
+        try:
+            return self.guides.guide(params_regex(params))
+        except (RegexError, ValueError) as e:
+            raise ValueError(f"SamplingParams.{field}: {e}") from e
 
     def encode_prompt(self, index: int, prompt: str | list[int]) -> list[int]:
         """Tokenize (text) or copy (token ids) one prompt and validate it; index names it in errors."""
@@ -183,7 +211,10 @@ class Engine:
         rid = self._next_id
         ids = prompt_token_ids if prompt_token_ids is not None else self.encode_prompt(rid, prompt)
         self.check_fits(rid, ids, params)
+        guide = self.compile_guide(params) if params.constrained else None
         seq = Sequence(rid, ids, params, prompt=prompt if isinstance(prompt, str) else None)
+        if guide is not None:
+            seq.guide, seq.guide_state = guide, guide.initial_state
         if arrival_time is not None:
             seq.arrival_time = arrival_time
         if params.seed is not None:
@@ -240,13 +271,58 @@ class Engine:
         ]
         sampling = [batch.seqs[i] for i in sample]
         logits = self.runner.execute(batch, sample)
+        t0 = time.perf_counter()
+        if any(s.guide is not None for s in sampling):
+            logits = mask_logits(logits, [(s.guide, s.guide_state) if s.guide else None for s in sampling])
+        constraint_s = time.perf_counter() - t0
         tokens = self.sampler(logits, sampling) if sampling else []
         now = time.perf_counter()
         self.scheduler.update(batch)
-        self._record(batch, now)
-        return [self._append_token(seq, tok, now) for seq, tok in zip(sampling, tokens)]
+        for seq in batch.seqs:
+            seq.num_steps += 1
+        outputs = []
+        for seq, tok in zip(sampling, tokens):
+            t0 = time.perf_counter()
+            self._advance_guide(seq, tok)
+            self._append_token(seq, tok, now)
+            if seq.guide is not None and not seq.is_finished:
+                self._jump_forward(seq, now)
+            constraint_s += time.perf_counter() - t0
+            outputs.append(self._emit(seq))
+        self._record(batch, now, constraint_s)
+        return outputs
 
-    def _record(self, batch, now: float) -> None:
+    def _advance_guide(self, seq: Sequence, token: int) -> None:
+        if seq.guide is None or token in self.eos_token_ids:
+            return
+        state = seq.guide.next_state(seq.guide_state, token)
+        if state is None:  # the mask makes this unreachable
+            raise RuntimeError(f"request {seq.request_id}: token {token} violates its constraint")
+        seq.guide_state = state
+
+    def _jump_forward(self, seq: Sequence, now: float) -> None:
+        """Compressed FSM: append the forced text at once and re-prefill it in one pass (SGLang).
+        The sequence gives its blocks back (the prefix cache keeps them) before its tail tokens change,
+        so its unchanged prefix is a cache hit when it is scheduled again."""
+        jump = seq.guide.jump_forward(seq.output_token_ids, seq.guide_state)
+        p = seq.params
+        if jump is None or len(jump.output_ids) >= p.max_tokens:
+            return
+        if seq.num_prompt_tokens + len(jump.output_ids) >= self.max_model_len:
+            return
+        text = self.tokenizer.decode(jump.output_ids)
+        if any(stop in text[len(seq.output_text) - len(stop) + 1 :] for stop in p.stop):
+            return  # a stop string inside the forced text: let decoding find it the usual way
+        self.scheduler.requeue(seq)  # with the old tokens: blocks are cached under what they hold
+        added = len(jump.output_ids) - len(seq.output_token_ids)
+        seq.output_token_ids = jump.output_ids
+        seq.token_times = seq.token_times[: jump.num_kept] + [now] * (len(jump.output_ids) - jump.num_kept)
+        seq.guide_state = jump.state
+        seq.num_forced_tokens += added
+        seq.output_text = text
+        self._detok[seq.request_id] = IncrementalDetokenizer(self.tokenizer, seq.token_ids)
+
+    def _record(self, batch, now: float, constraint_s: float = 0.0) -> None:
         used = reserved = total = 0
         holding = self.scheduler.seqs_holding_kv()
         if self.kv is not None:
@@ -260,17 +336,19 @@ class Engine:
             used,
             reserved,
             total,
+            constraint_s,
         )
         self.step_stats.append(stats)
 
-    def _append_token(self, seq: Sequence, token: int, now: float) -> RequestOutput:
+    def _append_token(self, seq: Sequence, token: int, now: float) -> None:
         """Append a sampled token, detokenize, and check the stop conditions (vLLM's order)."""
         p = seq.params
         seq.output_token_ids.append(token)
         seq.token_times.append(now)
         detok = self._detok.get(seq.request_id)
         longest_stop = max((len(s) for s in p.stop), default=0)
-        if (token in self.eos_token_ids and not p.ignore_eos) or token in p.stop_token_ids:
+        eos = token in self.eos_token_ids and (not p.ignore_eos or seq.guide is not None)
+        if eos or token in p.stop_token_ids:
             self._finish(seq, "stop")  # the stop token stays in token_ids, out of the text
         else:
             new_text = detok.step(token) if detok is not None else ""
@@ -281,15 +359,21 @@ class Engine:
                 seq.output_text = seq.output_text[: min(hits)]  # the text ends before the stop string
                 self._finish(seq, "stop")
                 detok = None  # what followed the stop string is dropped, not flushed
+            elif seq.guide is not None and seq.guide.is_terminal(seq.guide_state):
+                self._finish(seq, "stop")  # the constraint is complete: nothing but EOS could follow
             elif len(seq.output_token_ids) >= p.max_tokens or seq.num_tokens >= self.max_model_len:
                 self._finish(seq, "length")
         if seq.is_finished:
             if detok is not None:
                 seq.output_text += detok.flush()
             self._detok.pop(seq.request_id, None)
+
+    def _emit(self, seq: Sequence) -> RequestOutput:
+        """The request's output with the text that is new since the last one."""
+        if seq.is_finished:
             visible = len(seq.output_text)
         else:  # hold back what could still turn out to be the start of a stop string
-            visible = len(seq.output_text) - max(0, longest_stop - 1)
+            visible = len(seq.output_text) - max(0, max((len(s) for s in seq.params.stop), default=0) - 1)
         delta = seq.output_text[seq.num_emitted_chars : visible] if visible > seq.num_emitted_chars else ""
         seq.num_emitted_chars = max(seq.num_emitted_chars, visible)
         return seq.to_output(delta)

@@ -47,10 +47,34 @@ class SamplingParams:
         self.stop = list(self.stop or [])
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise ValueError(f"SamplingParams.stop must hold non-empty strings, got {self.stop!r}")
+        self._check_constraint()
         self.stop_token_ids = list(self.stop_token_ids or [])
         if any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
             raise ValueError(
                 f"SamplingParams.stop_token_ids must hold ints >= 0, got {self.stop_token_ids!r}"
+            )
+
+    def _check_constraint(self) -> None:
+        given = [n for n in ("regex", "json_schema", "choice") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"SamplingParams: give at most one of regex, json_schema, choice (got {given})")
+        if self.regex is not None and (not isinstance(self.regex, str) or not self.regex):
+            raise ValueError(f"SamplingParams.regex must be a non-empty string, got {self.regex!r}")
+        if self.choice is not None:
+            if isinstance(self.choice, str):
+                raise ValueError("SamplingParams.choice must be a list of strings, got a string")
+            self.choice = list(self.choice)
+            if not self.choice or any(not isinstance(c, str) or not c for c in self.choice):
+                raise ValueError(f"SamplingParams.choice must hold non-empty strings, got {self.choice!r}")
+        schema = self.json_schema
+        if (
+            schema is not None
+            and not isinstance(schema, (dict, str, bool))
+            and not hasattr(schema, "model_json_schema")
+        ):
+            raise ValueError(
+                "SamplingParams.json_schema must be a dict, a JSON string or a pydantic model class, "
+                f"got {type(schema).__name__}"
             )
 
     @property
@@ -73,6 +97,8 @@ class RequestMetrics:
     num_cached_tokens: int = 0  # prompt tokens served from a prefix cache (chapter 3)
     num_prompt_tokens: int = 0
     num_output_tokens: int = 0
+    num_steps: int = 0  # engine steps (forward passes) this request took part in
+    num_forced_tokens: int = 0  # output tokens added by jump-forward, without a pass each (chapter 5)
 
 
 @dataclass
@@ -114,6 +140,10 @@ class Sequence:
     num_emitted_chars: int = 0  # how much of output_text has been streamed (stop strings are held back)
     num_cached_tokens: int = 0  # prompt tokens found in the prefix cache at first admission
     num_preemptions: int = 0
+    num_steps: int = 0  # engine steps this sequence took part in
+    guide: object | None = None  # constrained decoding (chapter 5): a minillm.constrained.guide.Guide
+    guide_state: int = 0  # the guide's DFA state after the output so far
+    num_forced_tokens: int = 0
 
     @property
     def num_prompt_tokens(self) -> int:
@@ -137,7 +167,17 @@ class Sequence:
         e2e = t[-1] - self.arrival_time
         itl = [b - a for a, b in zip(t, t[1:])]
         tpot = (e2e - ttft) / (len(t) - 1) if len(t) > 1 else 0.0
-        return RequestMetrics(ttft, tpot, itl, e2e, self.num_cached_tokens, self.num_prompt_tokens, len(t))
+        return RequestMetrics(
+            ttft,
+            tpot,
+            itl,
+            e2e,
+            self.num_cached_tokens,
+            self.num_prompt_tokens,
+            len(t),
+            self.num_steps,
+            self.num_forced_tokens,
+        )
 
     def to_output(self, delta_text: str = "") -> RequestOutput:
         return RequestOutput(

@@ -23,7 +23,7 @@ def brute_force_keep(logits: list[float], top_k: int, top_p: float) -> set[int]:
     probs = [x / sum(z) for x in z]
     kept, mass = [], 0.0
     for i, p in zip(order, probs):
-        if kept and mass >= top_p - 1e-6:
+        if top_p < 1 and kept and mass >= top_p - 1e-6:  # top_p = 1 keeps everything, however small
             break
         kept.append(i)
         mass += p

@@ -91,13 +91,19 @@ class ContinuousScheduler:
 
     def _preempt(self, seq: Sequence) -> None:
         """Recompute-style preemption: drop the sequence's K/V and queue it first in line."""
+        self.requeue(seq)
+        seq.num_preemptions += 1
+        self.num_preemptions += 1
+
+    def requeue(self, seq: Sequence) -> None:
+        """Give back a running sequence's blocks (a prefix cache keeps what it computed) and queue it
+        first in line, to be prefilled again. Preemption does this; so does jump-forward (chapter 5),
+        which then changes the sequence's tail tokens: the K/V of the unchanged prefix is a cache hit."""
         self.running.remove(seq)
         self.blocks.free(seq)
         seq.num_computed_tokens = 0
         seq.status = SequenceStatus.WAITING
-        seq.num_preemptions += 1
         self.waiting.appendleft(seq)
-        self.num_preemptions += 1
 
     def update(self, batch: ScheduledBatch) -> None:
         for seq, n in zip(batch.seqs, batch.num_new_tokens):

@@ -14,6 +14,7 @@ CHAPTERS = {
     2: "minillm.bench.ch02",
     3: "minillm.bench.ch03",
     4: "minillm.bench.ch04",
+    5: "minillm.bench.ch05",
 }
 
 

@@ -313,14 +313,22 @@ class Engine:
         text = self.tokenizer.decode(jump.output_ids)
         if any(stop in text[len(seq.output_text) - len(stop) + 1 :] for stop in p.stop):
             return  # a stop string inside the forced text: let decoding find it the usual way
-        self.scheduler.requeue(seq)  # with the old tokens: blocks are cached under what they hold
+        # Blocks go back (to the prefix cache) under the old tokens, which is what they hold.
+        done = seq.guide.is_terminal(jump.state)
+        if done:  # the forced text completes the match: nothing to compute
+            self._finish(seq, "stop")
+        else:
+            self.scheduler.requeue(seq)
         added = len(jump.output_ids) - len(seq.output_token_ids)
         seq.output_token_ids = jump.output_ids
         seq.token_times = seq.token_times[: jump.num_kept] + [now] * (len(jump.output_ids) - jump.num_kept)
         seq.guide_state = jump.state
         seq.num_forced_tokens += added
         seq.output_text = text
-        self._detok[seq.request_id] = IncrementalDetokenizer(self.tokenizer, seq.token_ids)
+        if done:
+            self._detok.pop(seq.request_id, None)
+        else:
+            self._detok[seq.request_id] = IncrementalDetokenizer(self.tokenizer, seq.token_ids)
 
     def _record(self, batch, now: float, constraint_s: float = 0.0) -> None:
         used = reserved = total = 0

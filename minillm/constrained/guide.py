@@ -330,12 +330,12 @@ def mask_logits(logits: torch.Tensor, guides: list[tuple[Guide, int] | None]) ->
     rows = [i for i, g in enumerate(guides) if g is not None]
     if not rows:
         return logits
-    allowed = torch.zeros(len(rows), logits.shape[-1], dtype=torch.bool, device=logits.device)
+    V = logits.shape[-1]
+    bias = torch.full((len(rows), V), float("-inf"), dtype=logits.dtype, device=logits.device)
     for r, i in enumerate(rows):
         guide, state = guides[i]
-        ids = guide.allowed_ids(state, logits.device)
-        allowed[r, ids[ids < logits.shape[-1]]] = True
-    index = torch.tensor(rows, device=logits.device)
+        ids = guide.allowed_ids(state, logits.device)  # token ids < the tokenizer's size <= V
+        bias[r].index_fill_(0, ids, 0.0)
     logits = logits.clone()
-    logits[index] = logits[index].masked_fill(~allowed, float("-inf"))
+    logits[rows] += bias
     return logits

@@ -58,3 +58,25 @@ def test_every_chapter_benchmark_runs_at_quick_scale(tiny_model_with_tokenizer, 
     if chapter:
         assert (tmp_path / f"{name}.png").is_file()
         assert payload["token_identical"]
+
+
+def test_chapter5_benchmark_compares_three_strategies_with_valid_outputs(tiny_model_with_tokenizer, tmp_path):
+    """`minillm bench --chapter 5 --quick`: every strategy and the baseline on both workloads, every
+    constrained output that finished is a valid document, naive and indexed agree token for token.
+    Peers (outlines-core, xgrammar, llguidance) are optional: this passes without them."""
+    from minillm.cli import main
+
+    main(
+        ["bench", "--chapter", "5", "--quick", "--no-progress", "--model", tiny_model_with_tokenizer[0]]
+        + ["--out", str(tmp_path)]
+    )
+    payload = json.loads((tmp_path / "ch05" / "ch05.json").read_text())
+    rows = [r for r in payload["aggregates"] if not r.get("peer")]
+    for workload in ("character card", "json-schema mix"):
+        got = {r["strategy"] for r in rows if r["workload"] == workload}
+        assert got == {"naive", "indexed", "compressed", "unconstrained"}
+    constrained = [r for r in rows if r["strategy"] != "unconstrained"]
+    assert any(r["finish_reasons"].get("stop") for r in constrained)  # something to validate
+    assert all(r["valid_pct"] == 100.0 for r in constrained if r["finish_reasons"].get("stop"))
+    assert payload["token_identical"]
+    assert (tmp_path / "ch05" / "ch05.md").is_file() and (tmp_path / "ch05" / "ch05.png").is_file()

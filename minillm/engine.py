@@ -280,16 +280,19 @@ class Engine:
         self.scheduler.update(batch)
         for seq in batch.seqs:
             seq.num_steps += 1
+        stats = self._record(batch, now)  # KV use as this step computed it, before anyone finishes
         outputs = []
         for seq, tok in zip(sampling, tokens):
             t0 = time.perf_counter()
             self._advance_guide(seq, tok)
+            constraint_s += time.perf_counter() - t0
             self._append_token(seq, tok, now)
             if seq.guide is not None and not seq.is_finished:
+                t0 = time.perf_counter()
                 self._jump_forward(seq, now)
-            constraint_s += time.perf_counter() - t0
+                constraint_s += time.perf_counter() - t0
             outputs.append(self._emit(seq))
-        self._record(batch, now, constraint_s)
+        stats.constraint_s = constraint_s
         return outputs
 
     def _advance_guide(self, seq: Sequence, token: int) -> None:
@@ -330,7 +333,7 @@ class Engine:
         else:
             self._detok[seq.request_id] = IncrementalDetokenizer(self.tokenizer, seq.token_ids)
 
-    def _record(self, batch, now: float, constraint_s: float = 0.0) -> None:
+    def _record(self, batch, now: float) -> StepStats:
         used = reserved = total = 0
         holding = self.scheduler.seqs_holding_kv()
         if self.kv is not None:
@@ -344,9 +347,9 @@ class Engine:
             used,
             reserved,
             total,
-            constraint_s,
         )
         self.step_stats.append(stats)
+        return stats
 
     def _append_token(self, seq: Sequence, token: int, now: float) -> None:
         """Append a sampled token, detokenize, and check the stop conditions (vLLM's order)."""

@@ -308,23 +308,29 @@ class Engine:
         The sequence gives its blocks back (the prefix cache keeps them) before its tail tokens change,
         so its unchanged prefix is a cache hit when it is scheduled again."""
         jump = seq.guide.jump_forward(seq.output_token_ids, seq.guide_state)
-        p = seq.params
-        if jump is None or len(jump.output_ids) >= p.max_tokens:
+        if jump is None:
             return
-        if seq.num_prompt_tokens + len(jump.output_ids) >= self.max_model_len:
-            return
-        text = self.tokenizer.decode(jump.output_ids)
-        if any(stop in text[len(seq.output_text) - len(stop) + 1 :] for stop in p.stop):
-            return  # a stop string inside the forced text: let decoding find it the usual way
-        # Blocks go back (to the prefix cache) under the old tokens, which is what they hold.
+        p, ids = seq.params, jump.output_ids
         done = seq.guide.is_terminal(jump.state)
+        # a length limit, a stop token or a stop string inside the forced text: decode it the usual way,
+        # so that the usual checks end the request where they would have
+        room = min(p.max_tokens, self.max_model_len - seq.num_prompt_tokens)
+        if len(ids) > room or (len(ids) == room and not done):
+            return
+        if any(t in p.stop_token_ids for t in ids[jump.num_kept :]):
+            return
+        text = self.tokenizer.decode(ids)
+        start = len(seq.output_text)
+        if any(stop in text[max(0, start - len(stop) + 1) :] for stop in p.stop):
+            return
+        # Blocks go back (to the prefix cache) under the old tokens, which is what they hold.
         if done:  # the forced text completes the match: nothing to compute
             self._finish(seq, "stop")
         else:
             self.scheduler.requeue(seq)
-        added = len(jump.output_ids) - len(seq.output_token_ids)
-        seq.output_token_ids = jump.output_ids
-        seq.token_times = seq.token_times[: jump.num_kept] + [now] * (len(jump.output_ids) - jump.num_kept)
+        added = len(ids) - len(seq.output_token_ids)
+        seq.output_token_ids = ids
+        seq.token_times = seq.token_times[: jump.num_kept] + [now] * (len(ids) - jump.num_kept)
         seq.guide_state = jump.state
         seq.num_forced_tokens += added
         seq.output_text = text

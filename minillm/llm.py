@@ -65,6 +65,8 @@ class LLM:
                 )
         for sp in params:  # validate everything before queueing anything
             self.engine.check_params(sp)
+            if sp.constrained:
+                self.engine.compile_guide(sp)  # cached: add_request finds it compiled
         encoded = [self.engine.encode_prompt(i, p) for i, p in enumerate(inputs)]
         for i, (ids, sp) in enumerate(zip(encoded, params)):
             self.engine.check_fits(i, ids, sp)

@@ -196,3 +196,46 @@ def test_constraints_need_a_constrained_stage(tiny_path):
         LLM(tiny_path, stage="unified").generate(["x"], SamplingParams(regex="a"))
     with pytest.raises(ValueError, match="prefix_cache"):
         LLM(tiny_path, stage="paged", constrained_decoding="compressed")
+
+
+def test_limits_inside_forced_text_end_the_request_where_decoding_would(llm):
+    """A stop string or a stop token inside forced text: the jump is not taken, so decoding stops where
+    token-by-token masking stops. A jump that completes the match exactly at max_tokens is taken."""
+    cases = [
+        SamplingParams(regex=r'a: "hello world", [0-9]+', stop="hello", temperature=0, max_tokens=30),
+        SamplingParams(regex=r'\{"done": true, "x": [0-9]+\}', stop_token_ids=[953], temperature=0),
+        SamplingParams(regex=r'\{"done": true\}', max_tokens=6, temperature=0),
+    ]
+    indexed = generate(llm, "indexed", ["x = "] * 3, cases)
+    compressed = generate(llm, "compressed", ["x = "] * 3, cases)
+    for a, b in zip(indexed[:2], compressed[:2]):
+        assert (b.text, b.finish_reason) == (a.text, a.finish_reason)
+    # the last: jump-forward spells the match in 6 tokens (token by token takes 12), which fit
+    assert compressed[0].text == 'a: "' and compressed[1].finish_reason == "stop"
+    assert compressed[2].text == '{"done": true}' and compressed[2].finish_reason == "stop"
+
+
+def test_a_bad_constraint_in_a_batch_queues_nothing(llm):
+    with pytest.raises(ValueError, match="regex"):
+        llm.generate(["x", "y"], [SamplingParams(regex="[a-z]+"), SamplingParams(regex="(ab")])
+    assert not llm.engine.has_unfinished()
+
+
+def test_cache_statistics_count_the_first_admission_only(llm):
+    llm.engine.reconfigure(constrained_decoding="compressed")  # a fresh, empty cache
+    prompt = "# a long enough prompt to fill a block of sixteen tokens\nx = "
+    out = llm.generate([prompt], SamplingParams(regex=r'\{"done": true, "x": [0-9]\}', temperature=0))[0]
+    assert out.metrics.num_forced_tokens > 0 and out.metrics.num_prompt_tokens > 16
+    assert out.metrics.num_cached_tokens == 0  # re-admissions after jumps hit, but are not first
+
+
+def test_jumps_never_end_inside_a_character(tiny_path):
+    """The tiny tokenizer has tokens that start with a UTF-8 continuation byte: leaving such a token
+    to the model must not cut the forced text inside a character."""
+    llm = LLM(tiny_path, stage="fsm")
+    pattern = 'x = "ü[a-zï]{1,8}"'
+    outs = llm.generate(
+        ["a"] * 40, [SamplingParams(regex=pattern, temperature=1.0, seed=i, max_tokens=40) for i in range(40)]
+    )
+    for o in outs:
+        assert re.fullmatch(pattern, o.text), o.text

@@ -168,8 +168,11 @@ class CompressedGuide(IndexedGuide):
         before_last = self.dfa.walk(start, vocab.text_bytes(new[:-1]))
         if before_last is None:
             return None
-        if len(vocab.token_bytes[new[-1]]) <= len(data) - len(head) and self._extendable_by_model(
-            before_last, new[-1]
+        kept_bytes = data[: len(data) - len(vocab.token_bytes[new[-1]])]
+        if (
+            len(vocab.token_bytes[new[-1]]) <= len(data) - len(head)
+            and _last_char_end(kept_bytes) == len(kept_bytes)  # never stop inside a character
+            and self._extendable_by_model(before_last, new[-1])
         ):
             ids.pop()
         if len(ids) <= len(output_ids):

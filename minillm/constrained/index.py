@@ -72,8 +72,10 @@ class Vocabulary:
         hf = tokenizer.hf
         vocab = hf.get_vocab(with_added_tokens=True)
         special = set(hf.get_added_tokens_decoder())
-        # byte-fallback vocabularies spell raw bytes as <0x0A>; byte-level BPE maps bytes to characters
-        to_bytes = _metaspace_bytes if "<0x0A>" in vocab else _byte_level_bytes
+        # SentencePiece-style vocabularies ('▁' for a space; raw bytes as <0x0A> with byte fallback);
+        # byte-level BPE maps every byte to a printable character
+        metaspace = "<0x0A>" in vocab or type(hf.decoder).__name__ == "Metaspace"
+        to_bytes = _metaspace_bytes if metaspace else _byte_level_bytes
         token_bytes: list[bytes | None] = [None] * (max(vocab.values()) + 1)
         for text, i in vocab.items():
             token_bytes[i] = None if i in special else to_bytes(text)

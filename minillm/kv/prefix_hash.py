@@ -134,7 +134,8 @@ class PrefixCachingBlockManager(BlockManager):
             seq.block_table = list(hits)
             seq.num_computed_tokens = len(hits) * self.block_size
             self.hashes[seq.request_id] = [h for _, h, _, _ in self._chain(seq.token_ids, len(hits))]
-            if seq.num_preemptions == 0:  # first admission, not a recompute after preemption
+            first = seq.num_preemptions == 0 and not seq.output_token_ids  # not a recompute, not a jump
+            if first:
                 seq.num_cached_tokens = seq.num_computed_tokens
                 self.num_queried_tokens += seq.num_prompt_tokens
                 self.num_hit_tokens += seq.num_computed_tokens

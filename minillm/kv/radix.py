@@ -223,7 +223,8 @@ class RadixBlockManager(BlockManager):
                 self.allocator.ref_counts[b] += 1  # the sequence's reference, beside the tree's
             seq.block_table = list(hits)
             seq.num_computed_tokens = len(hits) * self.block_size
-            if seq.num_preemptions == 0:  # first admission, not a recompute
+            first = seq.num_preemptions == 0 and not seq.output_token_ids  # not a recompute, not a jump
+            if first:
                 seq.num_cached_tokens = seq.num_computed_tokens
                 self.num_queried_tokens += seq.num_prompt_tokens
                 self.num_hit_tokens += seq.num_computed_tokens

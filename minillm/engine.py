@@ -17,7 +17,7 @@ import torch
 
 from minillm.attention.sdpa import NoCacheAttention
 from minillm.config import EngineConfig
-from minillm.constrained.guide import GuideFactory, mask_logits, params_regex
+from minillm.constrained.guide import GuideFactory, mask_logits
 from minillm.constrained.regex import RegexError
 from minillm.kv.contiguous import ContiguousAttention, ContiguousKVCache
 from minillm.kv.paged import BlockManager, PagedAttention, PagedKVCache
@@ -69,9 +69,8 @@ class Engine:
         self._next_id = 0
         self.step_stats: list[StepStats] = []  # one per step: batch shape and KV memory, for plots
         self._detok: dict[int, IncrementalDetokenizer] = {}
-        self.guides = None  # compiled constraints, cached (chapter 5)
-        if config.constrained_decoding is not None and self.tokenizer is not None:
-            self.guides = GuideFactory(self.tokenizer, self.eos_token_ids, config.constrained_decoding)
+        self.guides: GuideFactory | None = None  # compiled constraints, cached (chapter 5)
+        self._set_guides(config)
 
     def _check_max_model_len(self, c: EngineConfig) -> None:
         mc = self.model_config
@@ -127,14 +126,17 @@ class Engine:
         self._check_max_model_len(config)  # before anything changes: a bad override leaves it as it was
         self.config = config
         self.kv, backend, self.scheduler = self._build_kv_and_scheduler()
-        if config.constrained_decoding is None:
-            self.guides = None
-        elif self.tokenizer is not None and (
-            self.guides is None or self.guides.strategy != config.constrained_decoding
-        ):
-            self.guides = GuideFactory(self.tokenizer, self.eos_token_ids, config.constrained_decoding)
+        self._set_guides(config)
         self.runner.attn_backend, self.runner.kv = backend, self.kv
         self.step_stats.clear()
+
+    def _set_guides(self, config: EngineConfig) -> None:
+        """A guide factory for the config's strategy; kept (with its compiled guides) if unchanged."""
+        strategy = config.constrained_decoding
+        if strategy is None or self.tokenizer is None:
+            self.guides = None
+        elif self.guides is None or self.guides.strategy != strategy:
+            self.guides = GuideFactory(self.tokenizer, self.eos_token_ids, strategy)
 
     def _num_blocks(self) -> int:
         """From kv_cache_tokens, or on a GPU from gpu_memory_utilization of the memory left after the weights."""
@@ -175,15 +177,9 @@ class Engine:
     def compile_guide(self, params: SamplingParams):
         """The request's constraint as a guide (cached); a bad pattern or schema is a ValueError naming
         the field."""
-        field = (
-            "regex"
-            if params.regex is not None
-            else "json_schema"
-            if params.json_schema is not None
-            else "choice"
-        )
+        field = next(n for n in ("regex", "json_schema", "choice") if getattr(params, n) is not None)
         try:
-            return self.guides.guide(params_regex(params))
+            return self.guides.guide_for(params)
         except (RegexError, ValueError) as e:
             raise ValueError(f"SamplingParams.{field}: {e}") from e
 
@@ -363,13 +359,12 @@ class Engine:
         seq.output_token_ids.append(token)
         seq.token_times.append(now)
         detok = self._detok.get(seq.request_id)
-        longest_stop = max((len(s) for s in p.stop), default=0)
         eos = token in self.eos_token_ids and (not p.ignore_eos or seq.guide is not None)
         if eos or token in p.stop_token_ids:
             self._finish(seq, "stop")  # the stop token stays in token_ids, out of the text
         else:
             new_text = detok.step(token) if detok is not None else ""
-            start = max(0, len(seq.output_text) - longest_stop + 1)
+            start = max(0, len(seq.output_text) - p.longest_stop + 1)
             seq.output_text += new_text
             hits = [i for i in (seq.output_text.find(s, start) for s in p.stop) if i >= 0]
             if hits:
@@ -390,7 +385,7 @@ class Engine:
         if seq.is_finished:
             visible = len(seq.output_text)
         else:  # hold back what could still turn out to be the start of a stop string
-            visible = len(seq.output_text) - max(0, max((len(s) for s in seq.params.stop), default=0) - 1)
+            visible = len(seq.output_text) - max(0, seq.params.longest_stop - 1)
         delta = seq.output_text[seq.num_emitted_chars : visible] if visible > seq.num_emitted_chars else ""
         seq.num_emitted_chars = max(seq.num_emitted_chars, visible)
         return seq.to_output(delta)

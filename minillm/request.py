@@ -78,6 +78,10 @@ class SamplingParams:
             )
 
     @property
+    def longest_stop(self) -> int:
+        return max((len(s) for s in self.stop), default=0)
+
+    @property
     def greedy(self) -> bool:
         return self.temperature < 1e-5  # as vLLM: dividing logits by a tinier temperature overflows
 

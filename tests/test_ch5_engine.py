@@ -239,3 +239,16 @@ def test_jumps_never_end_inside_a_character(tiny_path):
     )
     for o in outs:
         assert re.fullmatch(pattern, o.text), o.text
+
+
+def test_equal_constraints_share_one_compiled_guide(llm):
+    llm.engine.reconfigure(constrained_decoding="indexed")
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    same = {"required": ["a"], "properties": {"a": {"type": "integer"}}, "type": "object"}
+    guides = llm.engine.guides
+    assert guides.guide_for(SamplingParams(json_schema=schema)) is guides.guide_for(
+        SamplingParams(json_schema=same)
+    )
+    assert guides.guide_for(SamplingParams(choice=["x", "y"])) is not guides.guide_for(
+        SamplingParams(choice=["y"])
+    )

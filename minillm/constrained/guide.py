@@ -27,6 +27,7 @@ Checked by: pytest -m ch5 -k guide.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -272,6 +273,19 @@ def escape(text: str) -> str:
     return "".join("\\" + c if c in "\\.^$*+?{}[]|()" else c for c in text)
 
 
+def params_key(params) -> tuple:
+    """A hashable name for a request's constraint, so that a schema is translated once, not per request
+    (a pydantic model is named by its class, a dict by its canonical JSON)."""
+    if params.regex is not None:
+        return ("regex", params.regex)
+    if params.choice is not None:
+        return ("choice", tuple(params.choice))
+    schema = params.json_schema
+    if isinstance(schema, (str, bool)) or hasattr(schema, "model_json_schema"):
+        return ("json_schema", schema)
+    return ("json_schema", json.dumps(schema, sort_keys=True, default=repr))
+
+
 def params_regex(params) -> str:
     """The regex a request's SamplingParams ask for (exactly one of regex, json_schema, choice)."""
     if params.regex is not None:
@@ -293,6 +307,7 @@ class GuideFactory:
         self.tokenizer, self.eos_token_ids, self.strategy = tokenizer, eos_token_ids, strategy
         self.max_cached = max_cached
         self._cache: OrderedDict[str, Guide] = OrderedDict()
+        self._by_params: OrderedDict[tuple, Guide] = OrderedDict()
         self._vocab: Vocabulary | None = None
         self._trie: VocabTrie | None = None
 
@@ -312,6 +327,16 @@ class GuideFactory:
         if len(self._cache) > self.max_cached:
             self._cache.popitem(last=False)
         return guide
+
+    def guide_for(self, params) -> Guide:
+        """The guide for a request's SamplingParams (cached by its constraint)."""
+        key = params_key(params)
+        hit = self._by_params.get(key)
+        if hit is None:
+            hit = self._by_params[key] = self.guide(params_regex(params))
+            if len(self._by_params) > self.max_cached:
+                self._by_params.popitem(last=False)
+        return hit
 
     def _get_trie(self) -> VocabTrie | None:
         if self.strategy == "naive":

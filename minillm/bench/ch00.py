@@ -15,7 +15,8 @@ import time
 import torch
 
 from minillm.bench.ch01 import hf_model_for
-from minillm.bench.report import environment, markdown_table, publish, title
+from minillm.bench.common import Bench
+from minillm.bench.report import markdown_table
 
 SCALES = {
     "quick": dict(lengths=(64, 256, 1024), repeats=5),
@@ -37,28 +38,24 @@ def _median_time(fn, device: str, repeats: int) -> float:
     return statistics.median(times)
 
 
-def run(
-    model: str,
-    *,
-    device: str = "cpu",
-    load_format: str = "auto",
-    quick: bool = False,
-    out: str = "results",
-    dtype: str | None = None,
-    progress: bool = True,
-) -> dict:
-    from minillm import LLM
+def run(model: str, **options) -> dict:
+    """`minillm bench --chapter 0`; options: Bench's fields (device, load_format, quick, out, dtype, progress)."""
+    with Bench(0, model, **options) as bench:
+        return measure(bench)
+
+
+def measure(bench: Bench) -> dict:
     from minillm.attention.sdpa import NoCacheAttention
     from minillm.request import SamplingParams, Sequence
     from minillm.runner import ModelRunner
     from minillm.scheduler import ScheduledBatch
 
-    s = SCALES["quick" if quick else "full"]
-    llm = LLM(model, stage="naive", kv_cache="none", device=device, dtype=dtype, load_format=load_format)
+    s, device = bench.scale(SCALES), bench.device
+    llm = bench.llm("naive", kv_cache="none")
     ours = llm.engine.model
     cfg = llm.engine.model_config
-    hf = hf_model_for(llm, model, load_format)
-    if load_format == "dummy":  # same weights in both, so the logits can be compared
+    hf = hf_model_for(llm, bench.model, bench.load_format)
+    if bench.load_format == "dummy":  # same weights in both, so the logits can be compared
         _copy_weights(ours, hf)
     runner = ModelRunner(ours, NoCacheAttention(), None, device)
     g = torch.Generator().manual_seed(0)
@@ -98,14 +95,10 @@ def run(
         ("speed_ratio", "minillm speed x", ".2f"),
         ("logits_rel_err", "logits rel. error", ".1e"),
     ]
-    env = environment(device)
-    header = (
-        title(0, env, llm.config.torch_dtype, model, load_format)
-        + f"\nOne prefill forward at batch 1, no KV cache; median of {s['repeats']}."
+    header = bench.title(llm.config.torch_dtype) + (
+        f"\nOne prefill forward at batch 1, no KV cache; median of {s['repeats']}."
     )
-    payload = {"env": env, "model": model, "load_format": load_format, "scale": s, "rows": rows}
-    publish(out, 0, payload, header, markdown_table(rows, cols))
-    return payload
+    return bench.publish({"scale": s, "rows": rows}, header, markdown_table(rows, cols))
 
 
 def _copy_weights(ours, hf) -> None:

@@ -16,7 +16,8 @@ import time
 
 import torch
 
-from minillm.bench.report import environment, markdown_table, publish, title
+from minillm.bench.common import Bench
+from minillm.bench.report import markdown_table, pyplot, save_figure
 from minillm.bench.runner import RunResult, run_hf_generate, run_llm
 from minillm.bench.workloads import fixed
 
@@ -70,31 +71,23 @@ def copy_bandwidth(device: str) -> float | None:
     return 2 * x.numel() / sorted(times)[len(times) // 2]
 
 
-def run(
-    model: str,
-    *,
-    device: str = "cpu",
-    load_format: str = "auto",
-    quick: bool = False,
-    out: str = "results",
-    dtype: str | None = None,
-    progress: bool = True,
-) -> dict:
-    from minillm import LLM
+def run(model: str, **options) -> dict:
+    """`minillm bench --chapter 1`; options: Bench's fields (device, load_format, quick, out, dtype, progress)."""
+    with Bench(1, model, **options) as bench:
+        return measure(bench)
 
-    s = SCALES["quick" if quick else "full"]
+
+def measure(bench: Bench) -> dict:
+    s, progress = bench.scale(SCALES), bench.progress
     max_len = max(s["lat_prompt"] + s["lat_tokens"], s["input_len"] + s["output_len"]) + 8
     common = dict(
-        device=device,
-        dtype=dtype,
-        load_format=load_format,
         max_model_len=max_len,
         max_num_seqs=s["num_requests"],
         max_num_batched_tokens=max(2048, s["num_requests"] * s["input_len"]),
     )
-    kv = LLM(model, stage="naive", kv_cache_tokens=max_len * s["num_requests"], **common)
-    no_cache = LLM(model, stage="naive", kv_cache="none", **common)
-    hf = hf_model_for(kv, model, load_format)
+    kv = bench.llm("naive", kv_cache_tokens=max_len * s["num_requests"], **common)
+    no_cache = bench.llm("naive", kv_cache="none", **common)
+    hf = hf_model_for(kv, bench.model, bench.load_format)
     vocab = kv.engine.model_config.vocab_size
 
     lat = fixed(1, s["lat_prompt"], s["lat_tokens"], vocab, seed=1)
@@ -115,7 +108,7 @@ def run(
             row = {**r.summary(), "part": part, "label": label}
             row["speedup_vs_no_cache"] = row["output_throughput"] / base if part == "throughput" else None
             rows.append(row)
-    bw = copy_bandwidth(device)
+    bw = copy_bandwidth(bench.device)
     weight_bytes = sum(p.numel() * p.element_size() for p in kv.engine.model.parameters())
     roofline = bw / weight_bytes if bw else None  # batch-1 decode can't beat reading every weight once
     for row in rows:
@@ -134,18 +127,14 @@ def run(
     if roofline:
         cols.append(("decode_roofline_frac", "of HBM roofline", ".1%"))
     table = markdown_table(rows, cols)
-    env = environment(device)
     header = (
-        title(1, env, kv.config.torch_dtype, model, load_format)
+        bench.title(kv.config.torch_dtype)
         + f"\nlatency: 1 request, {s['lat_prompt']} prompt + {s['lat_tokens']}"
         f" output tokens; throughput: {s['num_requests']} requests x ({s['input_len']} + {s['output_len']})"
         f" tokens, one static batch; greedy, EOS ignored. Token-identical no-cache vs KV: {same_tokens}"
         f"{'.' if kv.config.torch_dtype == torch.float32 else ' (bf16 sums in another order can flip near-ties).'}"
     )
     payload = {
-        "env": env,
-        "model": model,
-        "load_format": load_format,
         "scale": s,
         "config": {"naive": vars(kv.config), "no_cache": vars(no_cache.config)},
         "workloads": {"latency": lat.describe(), "throughput": thr.describe()},
@@ -155,17 +144,13 @@ def run(
         "aggregates": rows,
         "per_request": {p: {k: r.metrics for k, r in v.items()} for p, v in runs.items()},
     }
-    out_dir = publish(out, 1, payload, header, table)
-    plot(runs, out_dir, header.split("\n")[0])
-    return payload
+    record = bench.publish(payload, header, table)
+    plot(runs, bench.png, header.split("\n")[0])
+    return record
 
 
-def plot(runs, out_dir, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(runs, path, title: str) -> None:
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
     for label, r in runs["latency"].items():
         itl = [x * 1000 for x in r.metrics[0].itl]
@@ -180,7 +165,4 @@ def plot(runs, out_dir, title: str) -> None:
     for i, v in enumerate(vals):
         ax2.text(i, v, f"{v:.0f}", ha="center", va="bottom")
     ax2.set(ylabel="output tokens / s", title="static batch throughput")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out_dir / "ch01.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, title)

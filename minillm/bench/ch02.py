@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import statistics
 
-from minillm.bench.report import environment, markdown_table, publish, title
+from minillm.bench.common import Bench
+from minillm.bench.report import markdown_table, pyplot, save_figure
 from minillm.bench.runner import run_llm
 from minillm.bench.workloads import random_lengths
 
@@ -43,7 +44,7 @@ STAGES = ("naive", "paged")
 
 
 def kv_summary(engine) -> dict:
-    st = engine.step_stats
+    st = list(engine.step_stats)
     reserved = [s.kv_reserved for s in st if s.kv_reserved]
     waste = [1 - s.kv_used / s.kv_reserved for s in st if s.kv_reserved]
     return {
@@ -57,39 +58,31 @@ def kv_summary(engine) -> dict:
     }
 
 
-def run(
-    model: str,
-    *,
-    device: str = "cpu",
-    load_format: str = "auto",
-    quick: bool = False,
-    out: str = "results",
-    dtype: str | None = None,
-    progress: bool = True,
-) -> dict:
-    from minillm import LLM
+def run(model: str, **options) -> dict:
+    """`minillm bench --chapter 2`; options: Bench's fields (device, load_format, quick, out, dtype, progress)."""
+    with Bench(2, model, **options) as bench:
+        return measure(bench)
 
-    s = SCALES["quick" if quick else "full"]
+
+def measure(bench: Bench) -> dict:
+    s = bench.scale(SCALES)
     rows, timelines, llms = [], {}, {}
     wl = None
     for factor in s["budget_factors"]:
         budget = int(s["budget"] * factor)
         for stage in STAGES:
-            opts = dict(
-                device=device,
-                dtype=dtype,
-                load_format=load_format,
-                max_model_len=s["max_len"],
-                kv_cache_tokens=budget,
-                block_size=s["block_size"],
-                max_num_seqs=256,
-                max_num_batched_tokens=max(2048, s["max_len"]),
-            )
             if stage in llms:  # reuse the loaded weights; a fresh KV pool and scheduler for this budget
                 llm = llms[stage]
                 llm.engine.reconfigure(kv_cache_tokens=budget)
             else:
-                llm = llms[stage] = LLM(model, stage=stage, **opts)
+                llm = llms[stage] = bench.llm(
+                    stage,
+                    max_model_len=s["max_len"],
+                    kv_cache_tokens=budget,
+                    block_size=s["block_size"],
+                    max_num_seqs=256,
+                    max_num_batched_tokens=max(2048, s["max_len"]),
+                )
             if wl is None:
                 wl = random_lengths(
                     s["num_requests"],
@@ -102,7 +95,7 @@ def run(
                     seed=0,
                 )
             llm.engine.step_stats.clear()
-            r = run_llm(llm, wl, f"{stage} @ {budget} slots", progress=progress)
+            r = run_llm(llm, wl, f"{stage} @ {budget} slots", progress=bench.progress)
             row = {"stage": stage, "budget": budget, **r.summary(), **kv_summary(llm.engine)}
             rows.append(row)
             if factor == 1:
@@ -129,10 +122,9 @@ def run(
         ("output_throughput", "out tok/s", ".1f"),
         ("throughput_x_naive", "x naive", ".2f"),
     ]
-    env = environment(device)
     llm = llms["paged"]
     header = (
-        title(2, env, llm.config.torch_dtype, model, load_format)
+        bench.title(llm.config.torch_dtype)
         + f"\nworkload: {s['num_requests']} requests, lognormal lengths (median prompt {s['input_len']}, median"
         f" output {s['output_len']}, sigma {s['sigma']}, capped at {s['max_len']}), all arriving at once;"
         f" greedy, EOS ignored; max_model_len {s['max_len']}, block_size {s['block_size']}."
@@ -140,9 +132,6 @@ def run(
     )
     table = markdown_table(rows, cols)
     payload = {
-        "env": env,
-        "model": model,
-        "load_format": load_format,
         "scale": s,
         "workload": wl.describe(),
         "config": {k: vars(v.config) for k, v in llms.items()},
@@ -150,17 +139,13 @@ def run(
         "aggregates": rows,
         "timelines": {k: [vars(x) for x in v] for k, v in timelines.items()},
     }
-    out_dir = publish(out, 2, payload, header, table)
-    plot(rows, timelines, out_dir, header.split("\n")[0])
-    return payload
+    record = bench.publish(payload, header, table)
+    plot(rows, timelines, bench.png, header.split("\n")[0])
+    return record
 
 
-def plot(rows, timelines, out_dir, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(rows, timelines, path, title: str) -> None:
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
     colors = {"naive": "#c44", "paged": "#48c"}
     for stage, st in timelines.items():
@@ -187,7 +172,4 @@ def plot(rows, timelines, out_dir, title: str) -> None:
     )
     ax2.set_xscale("log", base=2)
     ax2.legend()
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out_dir / "ch02.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, title)

@@ -24,10 +24,10 @@ from __future__ import annotations
 import torch
 
 from minillm.bench import workloads_prefix as wp
-from minillm.bench.report import environment, markdown_table, publish, title
+from minillm.bench.common import Bench, warm_up
+from minillm.bench.report import markdown_table, pyplot, save_figure
 from minillm.bench.runner import RunResult, run_llm
 from minillm.model.loader import read_config
-from minillm.request import SamplingParams
 
 SCALES = {
     "quick": dict(
@@ -64,16 +64,6 @@ VARIANTS = {  # name -> EngineConfig overrides on stage paged
 }
 
 
-def warm_up(llm, num_prompts: int, prompt_len: int) -> None:
-    """First-call costs stay out of the numbers. Warm-up prompts use ids below 16, which workload prompts
-    never do (workloads._random_ids), so nothing they leave in a cache can be hit."""
-    prompt = [4 + i % 12 for i in range(prompt_len)]
-    llm.generate(
-        prompt_token_ids=[prompt] * num_prompts,
-        sampling_params=SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True),
-    )
-
-
 def run_rounds(llm, rounds, label: str, *, progress: bool = True) -> RunResult:
     """Run the rounds back to back on one engine (its cache carries over); metrics in workload order,
     duration = the rounds' durations summed (the idle moment between rounds is not counted)."""
@@ -106,28 +96,19 @@ def cache_summary(engine, result: RunResult) -> dict:
     }
 
 
-def run(
-    model: str,
-    *,
-    device: str = "cpu",
-    load_format: str = "auto",
-    quick: bool = False,
-    out: str = "results",
-    dtype: str | None = None,
-    progress: bool = True,
-) -> dict:
-    from minillm import LLM
+def run(model: str, **options) -> dict:
+    """`minillm bench --chapter 3`; options: Bench's fields (device, load_format, quick, out, dtype, progress)."""
+    with Bench(3, model, **options) as bench:
+        return measure(bench)
 
-    s = SCALES["quick" if quick else "full"]
-    vocab = read_config(model, load_format)[0].vocab_size
+
+def measure(bench: Bench) -> dict:
+    s, progress = bench.scale(SCALES), bench.progress
+    vocab = read_config(bench.model, bench.load_format)[0].vocab_size
     workloads = {k: build(**s[k], vocab_size=vocab, seed=i) for i, (k, build) in enumerate(WORKLOADS.items())}
     max_len = max(wp.longest_request(w) for w in workloads.values())
-    llm = LLM(
-        model,
-        stage="paged",
-        device=device,
-        dtype=dtype,
-        load_format=load_format,
+    llm = bench.llm(
+        "paged",
         max_model_len=max_len,
         block_size=s["block_size"],
         max_num_seqs=256,
@@ -139,7 +120,7 @@ def run(
         for frac, budget in zip(
             s["budget_fractions"], budgets(rounds, s["budget_fractions"], s["block_size"])
         ):
-            if device.startswith("cuda"):
+            if bench.device.startswith("cuda"):
                 # cuDNN attention builds a plan for each new (batch, query, key) shape (40-95 ms on an
                 # H100, < 1 ms once built); cache hits create shapes full prefills never do. One untimed
                 # pass with and without a cache, so no variant pays for shapes another one then reuses.
@@ -178,10 +159,9 @@ def run(
         ("throughput_x_no_cache", "x no cache", ".2f"),
         ("same_tokens", "same tokens", ""),
     ]
-    env = environment(device)
     dt = llm.config.torch_dtype
     header = (
-        title(3, env, dt, model, load_format)
+        bench.title(dt)
         + "\nworkloads: "
         + "; ".join(describe(k, w) for k, w in workloads.items())
         + f". Greedy, EOS ignored; block_size {s['block_size']}, max_model_len {llm.engine.max_model_len};"
@@ -192,18 +172,15 @@ def run(
     )
     table = markdown_table(rows, cols)
     payload = {
-        "env": env,
-        "model": model,
-        "load_format": load_format,
         "scale": s,
         "workload": {k: [wl.describe() for wl in w] for k, w in workloads.items()},
         "config": {"engine": vars(llm.config), "variants": VARIANTS},
         "token_identical": same,
         "aggregates": rows,
     }
-    out_dir = publish(out, 3, payload, header, table)
-    plot(rows, out_dir, header.split("\n")[0])
-    return payload
+    record = bench.publish(payload, header, table)
+    plot(rows, bench.png, header.split("\n")[0])
+    return record
 
 
 def describe(name: str, rounds) -> str:
@@ -229,12 +206,8 @@ def describe(name: str, rounds) -> str:
     )
 
 
-def plot(rows, out_dir, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(rows, path, title: str) -> None:
+    plt = pyplot()
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 4.4))
     colors = {"no cache": "#888", "hash": "#c84", "radix": "#48c", "radix+lpm": "#4a6"}
     names = list(dict.fromkeys(r["workload"] for r in rows))
@@ -277,7 +250,4 @@ def plot(rows, out_dir, title: str) -> None:
     )
     ax3.set_xscale("log", base=2)
     ax3.legend(fontsize=8)  # the same colours in every panel
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out_dir / "ch03.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, title)

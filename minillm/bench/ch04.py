@@ -22,9 +22,9 @@ import statistics
 
 import torch
 
-from minillm.bench.ch03 import warm_up
+from minillm.bench.common import Bench, warm_up
 from minillm.bench.metrics import summarize
-from minillm.bench.report import environment, markdown_table, publish, title
+from minillm.bench.report import markdown_table, pyplot, save_figure
 from minillm.bench.runner import run_llm
 from minillm.bench.workloads import poisson_with_long_prompts
 from minillm.config import STAGES
@@ -75,7 +75,7 @@ def decode_step_time(llm, num_seqs: int, steps: int = 24) -> float:
         prompt_token_ids=prompts,
         sampling_params=SamplingParams(max_tokens=steps, temperature=0.0, ignore_eos=True),
     )
-    st = llm.engine.step_stats
+    st = list(llm.engine.step_stats)
     return statistics.median(b.time - a.time for a, b in zip(st[1:], st[2:]))  # st[0] is the prefill
 
 
@@ -96,32 +96,23 @@ def token_times(arrival: float, m) -> list[tuple[float, float]]:
     return out
 
 
-def run(
-    model: str,
-    *,
-    device: str = "cpu",
-    load_format: str = "auto",
-    quick: bool = False,
-    out: str = "results",
-    dtype: str | None = None,
-    progress: bool = True,
-) -> dict:
-    from minillm import LLM
+def run(model: str, **options) -> dict:
+    """`minillm bench --chapter 4`; options: Bench's fields (device, load_format, quick, out, dtype, progress)."""
+    with Bench(4, model, **options) as bench:
+        return measure(bench)
 
-    s = SCALES["quick" if quick else "full"]
-    mc = read_config(model, load_format)[0]
+
+def measure(bench: Bench) -> dict:
+    s, progress = bench.scale(SCALES), bench.progress
+    mc = read_config(bench.model, bench.load_format)[0]
     lo, hi = s["long_input_len"]
     fit = min(1.0, (mc.max_position_embeddings - s["long_output_len"]) / hi)
     long_len = (int(lo * fit), int(hi * fit))
     short_max = int(s["short_input_len"] * 1.5) + int(s["short_output_len"] * 1.5)  # range_ratio 0.5
     max_len = max(long_len[1] + s["long_output_len"], short_max)
     radix_budget = max(2048, max_len)  # prefill first cannot split a prompt: one must fit a step
-    llm = LLM(
-        model,
-        stage="radix",
-        device=device,
-        dtype=dtype,
-        load_format=load_format,
+    llm = bench.llm(
+        "radix",
         max_model_len=max_len,
         kv_cache_tokens=s["kv_cache_tokens"],
         block_size=s["block_size"],
@@ -150,14 +141,15 @@ def run(
     for name, knobs in variants(s["budgets"], radix_budget).items():
         llm.engine.reconfigure(**knobs)  # a fresh KV pool and scheduler, the same weights
         warm_up(llm, 1, 8)
-        if device.startswith("cuda"):  # cuDNN plans a new attention shape once (tens of ms): untimed pass
+        if bench.device.startswith("cuda"):
+            # cuDNN plans a new attention shape once (tens of ms): an untimed pass
             run_llm(llm, wl, f"{name}: shape warm-up", progress=progress, warmup=False)
             llm.engine.reconfigure(**knobs)
         llm.engine.step_stats.clear()
         r = run_llm(llm, wl, name, progress=progress, warmup=False)
         short = [m for i, m in enumerate(r.metrics) if i not in is_long]
         longs = [m for i, m in enumerate(r.metrics) if i in is_long]
-        st = llm.engine.step_stats
+        st = list(llm.engine.step_stats)
         row = {
             "variant": name,
             "budget": knobs["max_num_batched_tokens"],
@@ -195,7 +187,6 @@ def run(
         ("num_preemptions", "preempt", "d"),
         ("same_tokens", "same tokens", ""),
     ]
-    env = environment(device)
     dt = llm.config.torch_dtype
     scaled = (
         f" (scaled x{fit:.2f} from {lo}-{hi} to fit {mc.max_position_embeddings} positions)"
@@ -203,7 +194,7 @@ def run(
         else ""
     )
     header = (
-        title(4, env, dt, model, load_format)
+        bench.title(dt)
         + f"\nworkload: {s['num_short']} short requests (prompt {s['short_input_len']}, output"
         f" {s['short_output_len']} tokens, each uniform +-50%) arriving as a Poisson process at {rate:.1f}/s"
         f" (one per {s['short_gap_steps']} decode steps of {concurrency} sequences, measured at"
@@ -217,9 +208,6 @@ def run(
     )
     table = markdown_table(rows, cols)
     payload = {
-        "env": env,
-        "model": model,
-        "load_format": load_format,
         "scale": s,
         "workload": wl.describe(),
         "decode_step_s": step_s,
@@ -228,18 +216,14 @@ def run(
         "aggregates": rows,
         "timelines": timelines,  # per step: (seconds after the first step, sequences, tokens)
     }
-    out_dir = publish(out, 4, payload, header, table)
+    record = bench.publish(payload, header, table)
     arrivals = [wl.requests[i].arrival_time for i in sorted(is_long)]
-    plot(rows, itl_points, arrivals, out_dir, header.split("\n")[0])
-    return payload
+    plot(rows, itl_points, arrivals, bench.png, header.split("\n")[0])
+    return record
 
 
-def plot(rows, itl_points, long_arrivals, out_dir, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(rows, itl_points, long_arrivals, path, title: str) -> None:
+    plt = pyplot()
     names = list(itl_points)
     colors = dict(zip(names, ["#c44", "#4a6", "#48c", "#84c", "#c84"]))
     fig = plt.figure(figsize=(15, 1.6 + 1.6 * len(names)))
@@ -266,7 +250,4 @@ def plot(rows, itl_points, long_arrivals, out_dir, title: str) -> None:
     ax2.set(xlabel="ITL p99 of the short requests (ms)", ylabel="output tokens / s")
     ax2.set_title("throughput vs ITL p99 across budgets", fontsize=10)
     ax2.margins(0.25)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out_dir / "ch04.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, title)

@@ -37,9 +37,9 @@ from collections import Counter
 import torch
 from tqdm import tqdm
 
-from minillm.bench.ch03 import warm_up
+from minillm.bench.common import Bench, warm_up
 from minillm.bench.metrics import percentile
-from minillm.bench.report import environment, markdown_table, publish, title
+from minillm.bench.report import markdown_table, pyplot, save_figure
 from minillm.bench.runner import RunResult
 from minillm.constrained import regex as regex_module
 from minillm.constrained.guide import STRATEGIES
@@ -517,29 +517,20 @@ def measure_peer(peer: _Peer, vocab, hf, eos_ids, seqs_by_workload, schema_names
     return res
 
 
-def run(
-    model: str,
-    *,
-    device: str = "cpu",
-    load_format: str = "auto",
-    quick: bool = False,
-    out: str = "results",
-    dtype: str | None = None,
-    progress: bool = True,
-) -> dict:
-    from minillm import LLM
+def run(model: str, **options) -> dict:
+    """`minillm bench --chapter 5`; options: Bench's fields (device, load_format, quick, out, dtype, progress)."""
+    with Bench(5, model, **options) as bench:
+        return measure(bench)
 
-    s = SCALES["quick" if quick else "full"]
-    n, cuda = s["num_requests"], device.startswith("cuda")
-    mc = read_config(model, load_format)[0]
+
+def measure(bench: Bench) -> dict:
+    s, progress, model = bench.scale(SCALES), bench.progress, bench.model
+    n, cuda = s["num_requests"], bench.device.startswith("cuda")
+    mc = read_config(model, bench.load_format)[0]
     workloads = make_workloads(n, s["seed"])
     max_len = min(mc.max_position_embeddings, s["max_tokens"] + 128)  # room for the longest prompt
-    llm = LLM(
-        model,
-        stage="fsm",
-        device=device,
-        dtype=dtype,
-        load_format=load_format,
+    llm = bench.llm(
+        "fsm",
         max_model_len=max_len,
         kv_cache_tokens=16 * -(-int(1.25 * n * max_len) // 16),  # everyone at once, with room for jumps
         max_num_seqs=max(n, 8),
@@ -668,7 +659,6 @@ def run(
         ("valid_pct", "valid %", ".1f"),
         ("finish", "finish", ""),
     ]
-    env = environment(device)
     dt = llm.config.torch_dtype
     schema_table = markdown_table(
         [{"schema": k, **v, **peer_compile(peers, k)} for k, v in per_schema.items()],
@@ -696,7 +686,7 @@ def run(
     if missing:
         peer_line += f"; not measured: {', '.join(missing)}"
     header = (
-        title(5, env, dt, model, load_format)
+        bench.title(dt)
         + f"\nworkloads: {n} requests each, submitted together (seed {s['seed']}): character card (one schema,"
         f" {len(PROMPTS['card'])} prompts) and json-schema mix ({', '.join(MIX)} in turn, 2 prompts each)."
         f" Greedy, max_tokens {max_tokens}; every string has a maxLength and every number is an integer"
@@ -730,9 +720,6 @@ def run(
     )
     table = markdown_table(rows, cols)
     payload = {
-        "env": env,
-        "model": model,
-        "load_format": load_format,
         "scale": s,
         "max_tokens": max_tokens,
         "workload": {
@@ -755,9 +742,9 @@ def run(
         "aggregates": rows,
         "per_request": per_request,
     }
-    out_dir = publish(out, 5, payload, header, table)
-    plot(rows, out_dir, header.split("\n")[0])
-    return payload
+    record = bench.publish(payload, header, table)
+    plot(rows, bench.png, header.split("\n")[0])
+    return record
 
 
 def peer_compile(peers: dict, schema: str) -> dict:
@@ -798,12 +785,8 @@ def finish_rows(rows, workloads, per_schema, replays, peers) -> list[dict]:
     return out
 
 
-def plot(rows, out_dir, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(rows, path, title: str) -> None:
+    plt = pyplot()
     workloads = list(dict.fromkeys(r["workload"] for r in rows))
     runs = ["naive", "indexed", "compressed", "unconstrained"]
     colors = {"naive": "#c44", "indexed": "#48c", "compressed": "#4a6", "unconstrained": "#888"}
@@ -837,7 +820,4 @@ def plot(rows, out_dir, title: str) -> None:
     ax1.legend(fontsize=8)
     ax3.set_ylim(top=ax3.get_ylim()[1] * 30)  # room for the legend above the bars
     ax3.legend(fontsize=7, ncol=3, loc="upper center")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out_dir / "ch05.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, title)

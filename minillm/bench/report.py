@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -40,7 +41,8 @@ def environment(device: str) -> dict:
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "device": device,
         "device_name": name,
-        "cpu_count": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "transformers": transformers.__version__,
@@ -91,3 +93,21 @@ def publish(out_dir: str | Path, chapter: int, payload: dict, header: str, table
     (out / f"{name}.md").write_text(header + "\n\n" + table + "\n")
     print(header + "\n\n" + table)
     return out
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend: benchmarks write PNG files and never open a window."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: Path, title: str) -> None:
+    """Title the figure with the result's first line, write it to path and free it."""
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    pyplot().close(fig)

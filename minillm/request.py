@@ -7,10 +7,23 @@ Checked by: pytest -m ch1.
 from __future__ import annotations
 
 import enum
+import sys
 import time
 from dataclasses import dataclass, field
 
 import torch
+
+# torch.Generator.manual_seed takes a seed in [-2**63, 2**64 - 1] (a negative seed s acts as 2**64 + s)
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python, not to us
+
+
+def _is_finite(value) -> bool:
+    """A real number a float can hold: no nan, no inf, no int past float's range (False for those)."""
+    return (_is_int(value) or isinstance(value, float)) and abs(value) <= sys.float_info.max
 
 
 @dataclass
@@ -28,20 +41,23 @@ class SamplingParams:
     choice: list[str] | None = None
 
     def __post_init__(self):
-        if (
-            isinstance(self.temperature, bool)
-            or not isinstance(self.temperature, (int, float))
-            or self.temperature < 0
-        ):
-            raise ValueError(f"SamplingParams.temperature must be >= 0, got {self.temperature!r}")
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+        if not _is_finite(self.temperature) or self.temperature < 0:
+            raise ValueError(
+                f"SamplingParams.temperature must be a finite number >= 0, got {self.temperature!r}"
+            )
+        if not _is_int(self.top_k) or self.top_k < 0:
             raise ValueError(f"SamplingParams.top_k must be an int >= 0 (0 disables it), got {self.top_k!r}")
-        if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
-            raise ValueError(f"SamplingParams.top_p must be in (0, 1], got {self.top_p!r}")
-        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) or self.max_tokens <= 0:
+        if not _is_finite(self.top_p) or not 0 < self.top_p <= 1:
+            raise ValueError(f"SamplingParams.top_p must be a number in (0, 1], got {self.top_p!r}")
+        if not _is_int(self.max_tokens) or self.max_tokens <= 0:
             raise ValueError(f"SamplingParams.max_tokens must be an int >= 1, got {self.max_tokens!r}")
-        if self.seed is not None and not isinstance(self.seed, int):
-            raise ValueError(f"SamplingParams.seed must be an int or None, got {self.seed!r}")
+        if self.seed is not None and (not _is_int(self.seed) or not SEED_MIN <= self.seed <= SEED_MAX):
+            raise ValueError(
+                f"SamplingParams.seed must be None or an int in [-2**63, 2**64 - 1] (torch.Generator's range), "
+                f"got {self.seed!r}"
+            )
+        if not isinstance(self.ignore_eos, bool):
+            raise ValueError(f"SamplingParams.ignore_eos must be a bool, got {self.ignore_eos!r}")
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         self.stop = list(self.stop or [])

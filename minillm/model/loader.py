@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from minillm.model.configs import NAMED_CONFIGS, ModelConfig
 from minillm.model.llama import CausalLM
@@ -45,7 +45,7 @@ def read_config(model: str, load_format: str = "auto") -> tuple[ModelConfig, Pat
     if load_format not in ("auto", "safetensors", "dummy"):
         raise ValueError(f"load_format={load_format!r}: expected 'auto', 'safetensors' or 'dummy'")
     if load_format == "dummy" and model in NAMED_CONFIGS:
-        return ModelConfig.from_hf(NAMED_CONFIGS[model]), None
+        return ModelConfig.from_hf(NAMED_CONFIGS[model], source=f"named config {model!r}"), None
     path = Path(model)
     if not path.is_dir():
         names = ", ".join(sorted(NAMED_CONFIGS))
@@ -55,14 +55,31 @@ def read_config(model: str, load_format: str = "auto") -> tuple[ModelConfig, Pat
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise ValueError(f"model={model!r}: the folder has no config.json")
-    return ModelConfig.from_hf(json.loads(cfg_file.read_text())), path
+    return ModelConfig.from_hf(_read_json(cfg_file), source=str(cfg_file)), path
+
+
+def _read_json(file: Path):
+    """The parsed file; a file that is not UTF-8 JSON is a ValueError naming it and the place."""
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{file}: not valid JSON (not UTF-8 text: {e.reason} at byte {e.start})") from None
 
 
 def _weight_files(path: Path) -> list[Path]:
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        return [path / f for f in sorted(set(weight_map.values()))]
+        weight_map = _read_json(index)
+        weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+            raise ValueError(f"{index}: expected a 'weight_map' object of weight name -> file name")
+        files = [path / f for f in sorted(set(weight_map.values()))]
+        for file in files:
+            if not file.is_file():
+                raise ValueError(f"{index}: its weight_map names {file.name!r}, which is not in the folder")
+        return files
     single = path / "model.safetensors"
     if single.is_file():
         return [single]
@@ -90,33 +107,61 @@ def _shard_slice(shard, cfg: ModelConfig) -> slice:
     return slice(shard * cfg.intermediate_size, (shard + 1) * cfg.intermediate_size)
 
 
+def _destination(params: dict, name: str, cfg: ModelConfig) -> tuple[torch.Tensor | None, str]:
+    """The parameter (or slice of a fused one) an HF weight goes to, and its key in `filled`."""
+    for frag, (fused, shard) in STACKED_PARAMS.items():
+        if frag in name:
+            target = name.replace(frag, fused)
+            if target not in params:
+                return None, target
+            return params[target][_shard_slice(shard, cfg)], f"{target}:{shard}"
+    return params.get(name), name
+
+
+def _open_safetensors(file: Path):
+    """safe_open, with a truncated or corrupt file reported as a ValueError that names it."""
+    try:
+        return safe_open(str(file), framework="pt")
+    except (SafetensorError, OSError) as e:
+        hint = "; it is a Git LFS pointer: run `git lfs pull`" if _is_lfs_pointer(file) else ""
+        raise ValueError(f"{file}: not a readable safetensors file ({e}){hint}") from None
+
+
+def _is_lfs_pointer(file: Path) -> bool:
+    try:
+        with open(file, "rb") as f:
+            return f.read(40).startswith(b"version https://git-lfs")
+    except OSError:
+        return False
+
+
 def load_weights(model: CausalLM, path: Path) -> None:
     cfg = model.config
     params = dict(model.named_parameters())
     filled: set[str] = set()
     for file in _weight_files(path):
-        with safe_open(str(file), framework="pt") as f:
+        with _open_safetensors(file) as f:
             for hf_name in f.keys():
                 name = hf_name.removeprefix("model.")
                 if cfg.tie_word_embeddings and name == "lm_head.weight":
                     continue  # tied: lm_head shares embed_tokens
                 if "rotary_emb" in name:
                     continue
-                tensor = f.get_tensor(hf_name)
-                for frag, (fused, shard) in STACKED_PARAMS.items():
-                    if frag in name:
-                        target = name.replace(frag, fused)
-                        sl = _shard_slice(shard, cfg)
-                        with torch.no_grad():
-                            params[target][sl].copy_(tensor)
-                        filled.add(f"{target}:{shard}")
-                        break
-                else:
-                    if name not in params:
-                        raise ValueError(f"checkpoint {file.name}: unexpected weight {hf_name!r}")
-                    with torch.no_grad():
-                        params[name].copy_(tensor)
-                    filled.add(name)
+                dest, key = _destination(params, name, cfg)
+                if dest is None:
+                    raise ValueError(f"{file}: unexpected weight {hf_name!r}")
+                try:
+                    tensor = f.get_tensor(hf_name)
+                except SafetensorError as e:
+                    raise ValueError(f"{file}: cannot read weight {hf_name!r} ({e})") from None
+                if tensor.shape != dest.shape:
+                    raise ValueError(
+                        f"{file}: weight {hf_name!r} has shape {tuple(tensor.shape)}, but config.json gives "
+                        f"{tuple(dest.shape)}"
+                    )
+                with torch.no_grad():
+                    dest.copy_(tensor)
+                filled.add(key)
     missing = sorted(_required_keys(params) - filled)
     if missing:
         raise ValueError(f"model={str(path)!r}: checkpoint lacks weights {missing[:5]}")

@@ -1,6 +1,8 @@
 """The `minillm` command.
 
 minillm generate --stage naive "def fib(n):"          # text out, with latency metrics
+minillm generate --regex "[0-9]{3}" "n = "             # constrained (chapter 5): also --json-schema, --choice
+minillm generate --kv-cache-tokens 4096 --max-model-len 512 "import os"   # engine knobs over the stage preset
 minillm bench --chapter 1 --quick                      # one chapter's benchmark
 minillm bench --all --quick                            # every landed chapter (the README's main job)
 minillm bench --chapter 1 --device cuda --model qwen3-0.6b --load-format dummy
@@ -9,13 +11,55 @@ minillm bench --chapter 1 --device cuda --model qwen3-0.6b --load-format dummy
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+
+# `generate` flags that set EngineConfig fields (minillm/config.py); left out, the stage preset decides
+ENGINE_FLAGS = {
+    "kv_cache_tokens": "KV memory budget in token slots, shared by all sequences",
+    "block_size": "paged KV block size in tokens (chapter 2)",
+    "max_num_seqs": "most sequences in one batch",
+    "max_num_batched_tokens": "most tokens in one forward pass",
+    "max_model_len": "longest sequence, prompt and output together",
+}
+
+
+def _json_schema(value: str | None):
+    """--json-schema: the path of a .json file holding the schema, or the schema itself as JSON."""
+    if value is None:
+        return None
+    path = Path(value)
+    if value.endswith(".json") and not path.is_file():
+        raise ValueError(f"--json-schema: no such file {value!r}")
+    text, where = (
+        (path.read_text(encoding="utf-8"), str(path)) if path.is_file() else (value, "--json-schema")
+    )
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"{where}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
+            "--json-schema takes a JSON Schema or the path of a .json file holding one"
+        ) from None
 
 
 def _generate(args) -> None:
     from minillm import LLM, SamplingParams
 
+    params = SamplingParams(  # first: a bad value fails before the model loads
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        seed=args.seed,
+        stop=args.stop or None,
+        ignore_eos=args.ignore_eos,
+        regex=args.regex,
+        json_schema=_json_schema(args.json_schema),
+        choice=args.choice,
+    )
+    engine_options = {k: getattr(args, k) for k in ENGINE_FLAGS if getattr(args, k) is not None}
     llm = LLM(
         args.model,
         stage=args.stage,
@@ -23,15 +67,12 @@ def _generate(args) -> None:
         dtype=args.dtype,
         load_format=args.load_format,
         seed=args.seed,
+        **engine_options,
     )
-    params = SamplingParams(
-        max_tokens=args.max_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        seed=args.seed,
-        stop=args.stop or None,
-    )
+    c = llm.config
+    weights = " (random weights)" if args.load_format == "dummy" else ""
+    dtype = str(c.torch_dtype).removeprefix("torch.")
+    print(f"minillm: stage {c.stage}, model {args.model}{weights}, {c.device} {dtype}", file=sys.stderr)
     for prompt in args.prompts:
         sys.stdout.write(prompt)
         last = None
@@ -77,12 +118,12 @@ def main(argv: list[str] | None = None) -> None:
         )
         p.add_argument("--load-format", default="auto", choices=["auto", "safetensors", "dummy"])
         p.add_argument("--device", default="cpu")
-        p.add_argument("--dtype", default=None, choices=[None, "float32", "bfloat16", "float16"])
+        p.add_argument("--dtype", choices=list(DTYPES), help="default: float32 on CPU, bfloat16 on CUDA")
+
+    from minillm.config import DEFAULT_STAGE, DTYPES, STAGES
 
     g = sub.add_parser("generate", help="generate text from prompts")
     engine_args(g)
-    from minillm.config import DEFAULT_STAGE, STAGES
-
     g.add_argument("--stage", default=DEFAULT_STAGE, choices=list(STAGES))
     g.add_argument("--max-tokens", type=int, default=64)
     g.add_argument("--temperature", type=float, default=0.0)
@@ -90,6 +131,16 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--top-k", type=int, default=0)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--stop", action="append", help="stop string (repeatable)")
+    g.add_argument("--ignore-eos", action="store_true", help="run to --max-tokens even past end-of-sequence")
+    constraint = g.add_argument_group("constrained decoding (chapter 5; at most one)")
+    constraint.add_argument("--regex", help="the output matches this regular expression")
+    constraint.add_argument(
+        "--json-schema", metavar="SCHEMA", help="a JSON Schema, or the path of a .json file"
+    )
+    constraint.add_argument("--choice", action="append", help="the output is one of these (repeatable)")
+    engine = g.add_argument_group("engine (default: the stage's preset)")
+    for name, doc in ENGINE_FLAGS.items():
+        engine.add_argument("--" + name.replace("_", "-"), type=int, metavar="N", help=doc)
     g.add_argument("prompts", nargs="+")
     g.set_defaults(func=_generate)
 

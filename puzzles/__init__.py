@@ -3,6 +3,7 @@
     python -m puzzles list            # the puzzles, in order, with the chapter each leads to
     python -m puzzles show 1          # statement, torch spec and hints of puzzle 1
     python -m puzzles check 1         # run your kernel from puzzles/kernels.py through the checker
+    python -m puzzles reset 1         # start puzzle 1 over: its stub back, your other kernels kept
 
 Without a CUDA GPU the kernels run in Triton's interpreter (TRITON_INTERPRET=1, set here before any
 kernel is defined); on a GPU the same code is compiled. The checker is in puzzles/harness.py.
@@ -25,7 +26,9 @@ def get(key) -> Puzzle:
     for p in PUZZLES:
         if str(key) in (str(p.number), p.name):
             return p
-    raise KeyError(f"no puzzle {key!r}; `python -m puzzles list` shows them")
+    raise KeyError(
+        f"no puzzle {key!r}: puzzles are numbered 1-{len(PUZZLES)} or named; `python -m puzzles list` shows them"
+    )
 
 
 __all__ = ["PUZZLES", "Puzzle", "Result", "check", "get"]

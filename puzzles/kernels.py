@@ -3,6 +3,7 @@
 Each stub keeps the signature its launch wrapper calls (see puzzles/problems/pNN_*.py); delete the
 `raise` line and write the body. `python -m puzzles show N` prints the statement and the torch spec.
 Everything runs on a CPU through Triton's interpreter, and unchanged, compiled, on a CUDA GPU.
+To start a puzzle over, `python -m puzzles reset N` puts its stub back and leaves your other kernels.
 The reference solutions are in puzzles/solutions/: try not to look.
 """
 

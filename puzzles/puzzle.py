@@ -26,6 +26,7 @@ class Puzzle:
     launch: Callable[..., None]  # (kernel, **inputs, **outputs) -> None: fixed grid and block sizes
     shapes: dict[str, dict]  # "check": small enough for the interpreter; "bench": a GPU-sized run
     lines: int  # roughly how many lines the reference kernel body takes
+    summary: str  # the task in one line: the comment of its stub in puzzles/kernels.py (puzzles/stubs.py)
     hints: tuple[str, ...] = ()
     tolerance: dict = field(default_factory=dict)  # {output name: (atol, rtol)} overriding the dtype default
     max_reads: dict = field(default_factory=dict)  # {input name: n}: each element may be loaded at most n times

@@ -2,10 +2,12 @@
 
     pytest -m puzzles          # about a minute on 2 CPU cores, all in Triton's interpreter
 
-Also: the guard-only path a GPU uses (no trace), the picture, the CLI, the notebook, and that every
-reference kernel compiles for an H100 (sm_90) with both the CPU and the GPU block sizes of its launch.
+Also: the guard-only path a GPU uses (no trace), the picture, the CLI (reset and its one-line errors
+included), the notebook, and that every reference kernel compiles for an H100 (sm_90) with both the CPU
+and the GPU block sizes of its launch.
 """
 
+import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +21,9 @@ from puzzles import PUZZLES, check, get, solutions
 from puzzles import kernels as stubs
 from puzzles.__main__ import main
 from puzzles.gpu_compile import with_gpu_blocks
+from puzzles.harness import stub_message
 from puzzles.planted import PLANTED
+from puzzles.stubs import find, stub
 
 pytestmark = pytest.mark.puzzles
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,6 +136,65 @@ def test_cli(tmp_path, capsys):
     mine = tmp_path / "mine.py"
     mine.write_text((ROOT / "puzzles" / "solutions" / "basics.py").read_text())
     assert main(["check", "3", "--file", str(mine)]) == 0
+
+
+def test_stubs_in_kernels_py_are_built_from_their_puzzles():
+    """Every kernel of puzzles/kernels.py still a stub is exactly what `reset` writes back."""
+    text = (ROOT / "puzzles" / "kernels.py").read_text()
+    lines = text.splitlines(keepends=True)
+    for p in PUZZLES:
+        if stub_message(getattr(stubs, p.kernel)) is None:
+            continue  # written by the learner
+        start, end = find(text, p.kernel)
+        assert "".join(lines[start:end]) == stub(p)
+
+
+def with_kernel(text: str, kernel: str, source: str) -> str:
+    start, end = find(text, kernel)
+    lines = text.splitlines(keepends=True)
+    return "".join(lines[:start]) + source + "".join(lines[end:])
+
+
+def test_reset_puts_one_stub_back_and_keeps_the_others(tmp_path, capsys):
+    shipped = "import triton\nimport triton.language as tl\n\n\n" + "\n\n".join(stub(p) for p in PUZZLES)
+    solved = shipped
+    for kernel in ("add_masked_kernel", "outer_add_kernel"):
+        solved = with_kernel(solved, kernel, inspect.getsource(getattr(solutions, kernel).fn))
+    mine = tmp_path / "mine.py"
+    mine.write_text(solved)
+    assert main(["check", "2", "--file", str(mine)]) == 0
+    assert main(["reset", "add_masked", "--file", str(mine)]) == 0
+    assert "add_masked_kernel in" in capsys.readouterr().out
+    kept = with_kernel(shipped, "outer_add_kernel", inspect.getsource(solutions.outer_add_kernel.fn))
+    assert mine.read_text() == kept
+    assert main(["check", "2", "--file", str(mine)]) == 1  # the stub again
+    assert main(["check", "3", "--file", str(mine)]) == 0  # untouched
+    assert main(["reset", "2", "--file", str(mine)]) == 0
+    assert "already the stub" in capsys.readouterr().out
+    mine.write_text(mine.read_text() + "\ndef half_written(:\n")  # a file that does not parse still resets
+    assert main(["reset", "all", "--file", str(mine)]) == 0
+    assert mine.read_text() == shipped + "\ndef half_written(:\n"
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["check", "17"], "no puzzle '17': puzzles are numbered 1-16"),
+        (["show", "softmax_offline"], "no puzzle 'softmax_offline'"),
+        (["reset", "0"], "no puzzle '0'"),
+        (["check", "1", "--file", "no/such/kernels.py"], "--file no/such/kernels.py: no such file"),
+        (["list", "--file", "no/such/kernels.py"], "no such file"),
+        (["reset", "1", "--file", "no/such/kernels.py"], "no such file"),
+        (["check", "1", "--file", "README.md"], "give the path of a .py file"),
+        (["check", "2", "--solution", "--program", "a,b"], "--program a,b: expected X, X,Y or X,Y,Z"),
+    ],
+)
+def test_cli_bad_input_is_one_line(argv, says, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err  # no traceback
+    assert err.startswith(f"python -m puzzles {argv[0]}: error: ") and says in err, err
 
 
 def test_every_reference_kernel_compiles_for_an_h100():

@@ -30,6 +30,7 @@ def launch(kernel, x, z):
 PUZZLE = Puzzle(
     number=1, name="add", title="Add a constant", chapter="ch0 the model (elementwise ops)",
     kernel="add_kernel", statement=STATEMENT, spec=spec, make_inputs=make_inputs, launch=launch,
+    summary="z[i] = x[i] + 10 for i < N0 == B0. One program.",
     shapes={"check": dict(N0=32), "bench": dict(N0=1024)}, lines=3,
     hints=("tl.arange(0, B0) gives the offsets 0..B0-1; x_ptr + offsets is a block of pointers.",),
 )

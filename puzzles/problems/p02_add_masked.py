@@ -34,6 +34,7 @@ def launch(kernel, x, z):
 PUZZLE = Puzzle(
     number=2, name="add_masked", title="Masked blocks over a ragged length", chapter="ch2 flat token batches",
     kernel="add_masked_kernel", statement=STATEMENT, spec=spec, make_inputs=make_inputs, launch=launch,
+    summary="z[i] = x[i] + 10 for i < N0; grid (cdiv(N0, B0),); the last block needs a mask.",
     shapes={"check": dict(N0=2000), "bench": dict(N0=(1 << 24) + 3)}, lines=5,
     hints=("tl.program_id(0) is this instance's index in the grid.",
            "tl.load(ptrs, mask=m) skips the lanes where m is False; tl.store(ptrs, v, mask=m) too."),

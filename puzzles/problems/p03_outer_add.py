@@ -33,6 +33,7 @@ def launch(kernel, x, y, z):
 PUZZLE = Puzzle(
     number=3, name="outer_add", title="Outer sum in 2-D blocks", chapter="ch7 attention tiles",
     kernel="outer_add_kernel", statement=STATEMENT, spec=spec, make_inputs=make_inputs, launch=launch,
+    summary="z[j, i] = x[i] + y[j]; z: (N1, N0); grid (cdiv(N0, B0), cdiv(N1, B1)).",
     shapes={"check": dict(N0=100, N1=70), "bench": dict(N0=8192, N1=8192)}, lines=9,
     hints=("tl.program_id(1) is the second grid axis.",
            "Element (j, i) of a row-major (N1, N0) tensor lives at j * N0 + i.",

@@ -33,6 +33,7 @@ def launch(kernel, x, y, z):
 PUZZLE = Puzzle(
     number=4, name="mul_relu", title="Fused relu(outer product)", chapter="ch6 fusion",
     kernel="mul_relu_kernel", statement=STATEMENT, spec=spec, make_inputs=make_inputs, launch=launch,
+    summary="z[j, i] = relu(x[i] * y[j]); z: (N1, N0); grid (cdiv(N0, B0), cdiv(N1, B1)).",
     shapes={"check": dict(N0=100, N1=70), "bench": dict(N0=8192, N1=8192)}, lines=9,
     hints=("relu is tl.maximum(v, 0.0) (or tl.where(v > 0, v, 0.0)).",),
 )

@@ -34,6 +34,7 @@ def launch(kernel, x, z):
 PUZZLE = Puzzle(
     number=5, name="long_sum", title="Long row sum", chapter="ch0 RMSNorm, ch7 attention loops",
     kernel="long_sum_kernel", statement=STATEMENT, spec=spec, make_inputs=make_inputs, launch=launch,
+    summary="z[i] = sum_j x[i, j]; x: (N0, T); B0 rows per program; loop over T in steps of B1.",
     shapes={"check": dict(N0=10, T=1300), "bench": dict(N0=4096, T=8192)}, lines=10,
     hints=("tl.zeros((B0,), dtype=tl.float32) makes the accumulator.",
            "A Python `for` over range(...) inside a @triton.jit kernel becomes a device loop.",

@@ -40,6 +40,7 @@ PUZZLE = Puzzle(
     chapter="ch7 the P @ V reduction", kernel="mul_relu_backward_kernel", statement=STATEMENT, spec=spec,
     make_inputs=make_inputs, launch=launch, shapes={"check": dict(N0=100, N1=70),
                                                     "bench": dict(N0=8192, N1=8192)},
+    summary="dx[i] = sum_j dz[j, i] * y[j] * (x[i] * y[j] > 0); dz: (N1, N0); grid (cdiv(N0, B0),).",
     lines=14, hints=("The derivative of relu(v) is 1 where v > 0 and 0 elsewhere (torch's convention at 0).",
                      "Masked-out lanes must contribute 0 to the sum: load with other=0.0."),
 )

@@ -55,6 +55,7 @@ def diagnose(got, expected, inputs):
 PUZZLE = Puzzle(
     number=7, name="softmax", title="Softmax in three passes", chapter="ch1 sampling, ch7 attention",
     kernel="softmax_kernel", statement=STATEMENT, spec=spec, make_inputs=make_inputs, launch=launch,
+    summary="Row softmax of x: (N0, T), one program per row, three passes of blocks of B1.",
     shapes={"check": dict(N0=16, T=2000), "bench": dict(N0=256, T=32000)}, lines=20,
     hints=("Start the max at float('-inf') and load with other=float('-inf') so padding never wins.",
            "tl.max(v, axis=0) and tl.sum(v, axis=0) reduce a block to a scalar."),

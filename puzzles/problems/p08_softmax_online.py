@@ -18,6 +18,7 @@ kernel see the keys once, block by block, without ever holding a whole row of sc
 PUZZLE = Puzzle(
     number=8, name="softmax_online", title="Online softmax in two passes", chapter="ch7 FlashAttention",
     kernel="softmax_online_kernel", statement=STATEMENT, spec=spec, make_inputs=make_inputs, launch=launch,
+    summary="The same softmax reading x only twice: running max and rescaled running sum.",
     shapes={"check": dict(N0=16, T=2000), "bench": dict(N0=256, T=32000)}, lines=18,
     hints=("Keep the max and the sum as float32 scalars: m_i = float('-inf'), l_i = 0.0; exp(m_i - m_new) is then 0 on the "
            "first block, as it should be.",

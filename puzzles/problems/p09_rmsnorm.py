@@ -36,6 +36,7 @@ def launch(kernel, x, weight, eps, z):
 PUZZLE = Puzzle(
     number=9, name="rmsnorm", title="RMSNorm", chapter="ch0 the model",
     kernel="rmsnorm_kernel", statement=STATEMENT, spec=spec, make_inputs=make_inputs, launch=launch,
+    summary="z[t] = x[t] * rsqrt(mean(x[t]^2) + eps) * w in float32; x, z: (T, D) float16; grid (T,).",
     shapes={"check": dict(T=10, D=96), "bench": dict(T=8192, D=4096)}, lines=9,
     hints=("The mean divides by D, not by BD: masked lanes must load as 0.",
            "tl.rsqrt(v) is 1 / sqrt(v)."),

@@ -44,6 +44,7 @@ def launch(kernel, x, cos, sin, z):
 PUZZLE = Puzzle(
     number=10, name="rotary", title="Rotary embedding (rotate_half)", chapter="ch0 the model, ch2 positions",
     kernel="rotary_kernel", statement=STATEMENT, spec=spec, make_inputs=make_inputs, launch=launch,
+    summary="rotate_half rotary; x, z: (T, H, D); cos, sin: (T, D/2); grid (T,), all heads per program.",
     shapes={"check": dict(T=10, H=6, D=64), "bench": dict(T=8192, H=32, D=128)}, lines=14,
     hints=("Element (t, h, d) of x lives at (t * H + h) * D + d.",
            "Offsets of the second half are the first half's plus D // 2."),

@@ -38,6 +38,7 @@ def cost(a, b, c):
 PUZZLE = Puzzle(
     number=11, name="matmul", title="Matrix multiply with tl.dot", chapter="ch0 linear layers, ch6-7",
     kernel="matmul_kernel", statement=STATEMENT, spec=spec, make_inputs=make_inputs, launch=launch,
+    summary="c = a @ b; a: (M, K), b: (K, N) float16; float32 accumulator; grid (cdiv(M, BM), cdiv(N, BN)).",
     shapes={"check": dict(M=300, N=200, K=80), "bench": dict(M=4096, N=4096, K=4096)}, lines=14,
     hints=("tl.dot needs every tile dimension >= 16; the launch picks such blocks.",
            "Masked loads with other=0.0: a zero in the K padding adds nothing to the product."),

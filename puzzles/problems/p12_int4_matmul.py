@@ -51,6 +51,7 @@ def cost(a, w_packed, scales, c):
 PUZZLE = Puzzle(
     number=12, name="int4_matmul", title="Matmul with int4 weights", chapter="ch7 decode roofline",
     kernel="int4_matmul_kernel", statement=STATEMENT, spec=spec, make_inputs=make_inputs, launch=launch,
+    summary="c = a @ ((q - 8) * scale); q: 4-bit, 8 per int32 word of w: (K/8, N); scale: (K/G, N).",
     shapes={"check": dict(M=80, N=300, K=128), "bench": dict(M=64, N=8192, K=8192)}, lines=18,
     hints=("offs_k // 8 picks the word, (offs_k % 8) * 4 the shift: both are (BK,) vectors, use [:, None].",
            "The arithmetic shift of a negative int32 copies the sign bit; & 0xF removes it."),

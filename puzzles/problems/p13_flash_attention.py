@@ -44,6 +44,7 @@ def cost(q, k, v, o):
 PUZZLE = Puzzle(
     number=13, name="flash_attention", title="FlashAttention, one head", chapter="ch7 FlashAttention",
     kernel="flash_attention_kernel", statement=STATEMENT, spec=spec, make_inputs=make_inputs, launch=launch,
+    summary="o = softmax(q @ k^T * scale) @ v; q: (Tq, D), k, v: (Tk, D); grid (cdiv(Tq, BM),).",
     shapes={"check": dict(Tq=200, Tk=150, D=32), "bench": dict(Tq=8192, Tk=8192, D=128)}, lines=24,
     hints=("tl.trans(k_tile) turns (BN, D) into (D, BN) for the q @ k^T product.",
            "Feed p to the second tl.dot as float16 (p.to(tl.float16)), as FlashAttention does.",

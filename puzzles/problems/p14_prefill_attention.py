@@ -58,6 +58,7 @@ def cost(q, k, v, cu_seqlens, max_seqlen, o):
 PUZZLE = Puzzle(
     number=14, name="prefill_attention", title="Causal varlen FlashAttention with GQA",
     chapter="ch7 Triton prefill", kernel="prefill_attention_kernel", statement=STATEMENT, spec=spec,
+    summary="Causal varlen GQA attention; q, o: (T, H, D), k, v: (T, KVH, D); grid (cdiv(max_seqlen, BM), H, B).",
     make_inputs=make_inputs, launch=launch, lines=32,
     shapes={"check": dict(seqlens=(37, 150, 5), H=4, KVH=2, D=32),
             "bench": dict(seqlens=(2048,) * 8, H=32, KVH=8, D=128)},

@@ -47,6 +47,7 @@ def cost(key, value, k_cache, v_cache, slot_mapping):
 PUZZLE = Puzzle(
     number=15, name="store_kvcache", title="Write K/V through a slot mapping", chapter="ch2 PagedAttention",
     kernel="store_kvcache_kernel", statement=STATEMENT, spec=spec, make_inputs=make_inputs, launch=launch,
+    summary="k_cache.view(-1, KVH, D)[slot_mapping[t]] = key[t] (same for v), skipping slot -1; grid (T,).",
     shapes={"check": dict(T=20, KVH=2, D=32, num_blocks=8, block_size=16),
             "bench": dict(T=8192, KVH=8, D=128, num_blocks=1024, block_size=16)}, lines=8,
     hints=("tl.load(slot_mapping_ptr + t) returns a scalar; `if slot < 0: return` skips padding tokens.",

@@ -69,6 +69,7 @@ def cost(q, k_cache, v_cache, block_tables, context_lens, o):
 PUZZLE = Puzzle(
     number=16, name="paged_decode", title="Paged decode attention over a block table",
     chapter="ch2 PagedAttention, ch7 Triton decode", kernel="paged_decode_kernel", statement=STATEMENT,
+    summary="One query token per sequence against its paged K/V; q, o: (B, H, D); grid (B, H).",
     spec=spec, make_inputs=make_inputs, launch=launch, lines=26,
     shapes={"check": dict(B=4, max_context=64, H=4, KVH=2, D=32, block_size=16),
             "bench": dict(B=64, max_context=2048, H=32, KVH=8, D=128, block_size=16)},

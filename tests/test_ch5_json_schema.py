@@ -342,6 +342,99 @@ def test_required_recursion_is_too_deep():
         json_schema_to_regex(schema)
 
 
+# --- oneOf: translated only when no branch can write a document another branch accepts ---------------
+
+_CAT = {
+    "type": "object",
+    "properties": {"kind": {"const": "cat"}, "lives": {"type": "integer", "minimum": 0, "maximum": 9}},
+    "required": ["kind", "lives"],
+}
+_DOG = {
+    "type": "object",
+    "properties": {"kind": {"enum": ["dog", "puppy"]}, "name": {"type": "string", "maxLength": 6}},
+    "required": ["kind"],
+}
+ONE_OF_DISJOINT = {
+    "types": {"oneOf": [{"type": "string", "maxLength": 4}, {"type": "integer"}, {"type": "null"}]},
+    "values": {"oneOf": [{"enum": ["a", "b", 1]}, {"enum": ["c", 2.5, None]}, {"const": True}]},
+    "values_and_types": {"oneOf": [{"enum": ["a", "b"]}, {"type": "integer", "minimum": 0, "maximum": 99}]},
+    "integer_and_fractions": {"oneOf": [{"type": "integer"}, {"enum": [1.5, -0.25]}]},
+    "discriminator": {"oneOf": [_CAT, _DOG]},
+    "discriminator_optional": {  # a dog may leave out "kind", but never says "cat"
+        "oneOf": [
+            _CAT,
+            {"type": "object", "properties": {"kind": {"const": "dog"}, "good": {"type": "boolean"}}},
+        ]
+    },
+    "discriminator_by_ref": {
+        "$defs": {"Cat": _CAT, "Dog": _DOG},
+        "oneOf": [{"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Dog"}],
+    },
+    "discriminator_implied_objects": {  # no "type": a number is valid under both, but neither writes one
+        "oneOf": [
+            {"properties": {"t": {"const": 1}, "x": {"type": "boolean"}}, "required": ["t"]},
+            {"properties": {"t": {"const": 2}, "y": {"type": "null"}}, "required": ["t"]},
+        ]
+    },
+    "false_branch": {"oneOf": [False, {"type": "boolean"}]},
+    "nested": {
+        "oneOf": [
+            {"anyOf": [{"type": "string", "maxLength": 3}, {"type": "null"}]},
+            {"type": "array", "items": {"oneOf": [{"type": "integer"}, {"type": "boolean"}]}, "maxItems": 3},
+        ]
+    },
+}
+ONE_OF_OVERLAPPING = [  # (schema, an instance valid under two branches: anyOf accepts it, oneOf does not)
+    ({"oneOf": [{}, {"type": "integer"}]}, 123),
+    ({"oneOf": [True, True, True]}, "anything"),
+    ({"oneOf": [{"type": "number"}, {"type": "integer"}]}, 7),
+    ({"oneOf": [{"const": 1}, {"const": 1.0}]}, 1),
+    ({"oneOf": [{"enum": ["a", "bc"]}, {"type": "string", "maxLength": 1}]}, "a"),
+    ({"oneOf": [{"properties": {"a": {"type": "string"}}}, {"type": "string"}]}, "s"),  # not an object
+    (  # the second branch does not constrain "kind"
+        {"oneOf": [_CAT, {"type": "object", "properties": {"lives": {"type": "integer"}}}]},
+        {"kind": "cat", "lives": 1},
+    ),
+    ({"oneOf": [{"type": "string"}, {"anyOf": [{"type": "null"}, {"type": "string"}]}]}, "s"),
+    ({"properties": {"p": {"oneOf": [{"type": "integer"}, {"type": "integer", "minimum": 0}]}}}, {"p": 3}),
+]
+
+
+@pytest.mark.parametrize("name", ONE_OF_DISJOINT)
+def test_one_of_disjoint_branches_write_only_valid_documents(name):
+    """Every document the regex (and our DFA) accepts is valid under the oneOf: exactly one branch."""
+    schema = ONE_OF_DISJOINT[name]
+    regex = json_schema_to_regex(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+
+    def check(text: str) -> None:
+        assert validator.is_valid(json.loads(text)), text
+        if compile_regex is not None:
+            assert dfa_for(regex).accepts(text), text
+
+    sample_matches(regex, check, max_examples=60)
+
+
+def test_one_of_disjoint_branches_each_write_their_documents():
+    regex = json_schema_to_regex(ONE_OF_DISJOINT["discriminator"])
+    for value in ({"kind": "cat", "lives": 9}, {"kind": "puppy"}, {"kind": "dog", "name": "Rex"}):
+        assert matches(regex, json.dumps(value)), value
+    for value in ({"kind": "cat"}, {"kind": "owl"}, {"kind": "dog", "lives": 1}):
+        assert not matches(regex, json.dumps(value)), value
+
+
+@pytest.mark.parametrize("schema, witness", ONE_OF_OVERLAPPING)
+def test_one_of_overlapping_branches_are_refused(schema, witness):
+    as_any_of = json.loads(json.dumps(schema).replace('"oneOf"', '"anyOf"'))
+    assert jsonschema.Draft202012Validator(as_any_of).is_valid(witness)  # the alternation would write it...
+    assert not jsonschema.Draft202012Validator(schema).is_valid(witness)  # ...and oneOf rejects it
+    with pytest.raises(
+        JSONSchemaError, match=r"'oneOf' at #.*/oneOf: branches \d and \d are not provably disjoint"
+    ):
+        json_schema_to_regex(schema)
+    json_schema_to_regex(as_any_of)  # anyOf of the same branches is fine
+
+
 # --- errors -------------------------------------------------------------------------------------------
 
 ERRORS = [

@@ -4,7 +4,7 @@
 The regex engine (minillm.constrained.regex) turns it into a byte DFA, and the decoder masks every token
 that would leave the DFA, so the model can only write a valid document. The regex accepts a subset of
 the valid documents (one layout, members in schema order, no unlisted members), never an invalid one,
-except where noted below (oneOf, a user's pattern).
+except where noted below (a user's pattern).
 
 The translation is a recursive walk over the schema; each subschema becomes one regex fragment and the
 fragments are concatenated. Every fragment returned is safe to concatenate (any top-level alternation is
@@ -47,8 +47,12 @@ How each keyword translates
 - number: any JSON number. Bounds on numbers are refused: no exact regex is attempted.
 - `enum` / `const`: any JSON values, written with the layout's separators (a non-ASCII character in
   a string may be raw or `\\u`-escaped); only `type` may sit beside them (it filters the values).
-- `anyOf` / `oneOf`: an alternation (the exclusivity of `oneOf` is not enforced); `allOf` with exactly
-  one subschema is that subschema.
+- `anyOf`: an alternation. `oneOf`: the same alternation, but only when its branches are provably
+  disjoint, so that no document one branch writes is valid under another (oneOf rejects a document
+  valid under two branches): branches of different JSON types, distinct `const`/`enum` values, or
+  objects with a required discriminator property whose `const`/`enum` values differ (see `_disjoint`).
+  Otherwise JSONSchemaError names the `oneOf` and the two branches; use `anyOf` if overlap is meant.
+  `allOf` with exactly one subschema is that subschema.
 - `$ref`: local JSON pointers (`#`, `#/$defs/...`, `#/definitions/...`, with `~0 ~1` and %-escapes).
   A reference may be entered at most `max_recursion_depth` times inside itself. Past that the branch
   cannot be written: an optional property, an `anyOf` branch or array elements beyond `minItems` are
@@ -64,12 +68,15 @@ Checked by: pytest -m ch5 -k json_schema.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
+
+from minillm.constrained.json_shapes import TYPES, disjoint, is_number, json_type_matches, shape_of
 
 
 class JSONSchemaError(ValueError):
@@ -269,7 +276,6 @@ _IMPLIED_TYPE = {
 }
 _COMBINATORS = ("anyOf", "oneOf", "allOf")
 _KNOWN = _ANNOTATIONS | set(_IMPLIED_TYPE) | {"type", "enum", "const", "$ref", *_COMBINATORS}
-_TYPES = ("object", "array", "string", "integer", "number", "boolean", "null")
 
 
 def _child(path: str, *keys: str | int) -> str:
@@ -279,25 +285,6 @@ def _child(path: str, *keys: str | int) -> str:
 
 def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _json_type_matches(value: Any, name: str) -> bool:
-    """Whether a Python value decoded from JSON is an instance of the JSON Schema type `name`."""
-    if name == "integer":
-        return _is_number(value) and float(value).is_integer()
-    checks = {
-        "object": lambda v: isinstance(v, dict),
-        "array": lambda v: isinstance(v, list),
-        "string": lambda v: isinstance(v, str),
-        "number": _is_number,
-        "boolean": lambda v: isinstance(v, bool),
-        "null": lambda v: v is None,
-    }
-    return checks[name](value)
 
 
 class _Translator:
@@ -385,6 +372,8 @@ class _Translator:
             if len(branches) != 1:
                 raise JSONSchemaError(f"'allOf' with {len(branches)} subschemas at {path} is not supported")
             return self.translate(branches[0], _child(path, 0))
+        if keyword == "oneOf":
+            self._check_disjoint(branches, path)
         parts: list[str] = []
         dropped: _NoValue | None = None
         for i, branch in enumerate(branches):
@@ -396,6 +385,21 @@ class _Translator:
             assert dropped is not None
             raise dropped
         return _alternation(parts)
+
+    def _check_disjoint(self, branches: list, path: str) -> None:
+        """oneOf rejects a document valid under two branches, and the regex is their alternation: refuse
+        unless no branch can write a document another branch accepts (minillm/constrained/json_shapes.py)."""
+        shapes = [
+            shape_of(b, lambda ref: self._resolve(ref, path), lambda schema: self.types(schema, path))
+            for b in branches
+        ]
+        for i, j in itertools.combinations(range(len(shapes)), 2):
+            if not disjoint(shapes[i], shapes[j]):
+                raise JSONSchemaError(
+                    f"'oneOf' at {path}: branches {i} and {j} are not provably disjoint, and oneOf rejects a"
+                    " document valid under both; give them different types, distinct 'const'/'enum'"
+                    " values or a required property with distinct 'const'/'enum' values, or use 'anyOf'"
+                )
 
     # --- enum and const ---------------------------------------------------------------------------
 
@@ -409,7 +413,7 @@ class _Translator:
             values = [v for v in values if self._same(v, const)] if "enum" in schema else [const]
         types = self.types(schema, path)
         if types is not None:
-            values = [v for v in values if any(_json_type_matches(v, t) for t in types)]
+            values = [v for v in values if any(json_type_matches(v, t) for t in types)]
         if not values:
             raise JSONSchemaError(f"no value of 'enum'/'const' at {path} satisfies the other keywords")
         return _alternation([self.value_literal(v, path) for v in values])
@@ -453,7 +457,7 @@ class _Translator:
             return implied or None
         value = schema["type"]
         names = value if isinstance(value, list) else [value]
-        if not names or len(set(map(str, names))) != len(names) or any(n not in _TYPES for n in names):
+        if not names or len(set(map(str, names))) != len(names) or any(n not in TYPES for n in names):
             raise JSONSchemaError(f"invalid 'type' {value!r} at {_child(path, 'type')}")
         return names
 
@@ -626,7 +630,7 @@ class _Translator:
         lo = hi = None
         for keyword in (k for k in _BOUNDS if k in schema):
             bound, exclusive = schema[keyword], keyword.startswith("exclusive")
-            if not _is_number(bound):
+            if not is_number(bound):
                 raise JSONSchemaError(f"{keyword!r} must be a finite number at {_child(path, keyword)}")
             if keyword.endswith(("minimum", "Minimum")):
                 least = math.floor(bound) + 1 if exclusive else math.ceil(bound)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from minillm.bench import CHAPTERS, run_chapter
+from minillm.bench.common import Bench, load_warning, pick_cpu_threads
 from minillm.bench.metrics import percentile, summarize
 from minillm.bench.workloads import fixed, from_jsonl, random_lengths, to_jsonl
 from minillm.request import RequestMetrics
@@ -48,6 +50,30 @@ def test_workloads_are_seeded_and_bounded(tmp_path):
         from_jsonl(path)
 
 
+def test_bench_picks_cpu_threads_records_the_load_and_restores_threads(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    with Bench(1, "model") as bench:
+        assert torch.get_num_threads() == 1  # one thread on the CPU unless OMP_NUM_THREADS says otherwise
+        load = bench.env["load"]["start"]
+        assert {"loadavg_1m", "loadavg_5m", "loadavg_15m", "cpu_count", "torch_threads"} <= set(load)
+        assert load["torch_threads"] == 1 and load["cpu_count"] >= 1
+    assert torch.get_num_threads() == before
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    torch.set_num_threads(2)
+    try:
+        assert pick_cpu_threads("cpu") == 2  # the user's setting (torch reads it at start-up) stands
+        assert pick_cpu_threads("cuda") == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_load_warning_when_the_load_exceeds_the_cores():
+    busy = {"loadavg_1m": 4.5, "loadavg_5m": 1.0, "loadavg_15m": 1.0, "cpu_count": 2, "torch_threads": 1}
+    assert "load average 4.5" in load_warning(busy, "start") and "2 cores" in load_warning(busy, "start")
+    assert load_warning({**busy, "loadavg_1m": 1.5}, "end") is None
+
+
 @pytest.mark.parametrize("chapter", sorted(CHAPTERS))
 def test_every_chapter_benchmark_runs_at_quick_scale(tiny_model_with_tokenizer, tmp_path, chapter):
     payload = run_chapter(
@@ -55,6 +81,7 @@ def test_every_chapter_benchmark_runs_at_quick_scale(tiny_model_with_tokenizer, 
     )
     name = f"ch{chapter:02d}"
     assert (tmp_path / f"{name}.json").is_file() and (tmp_path / f"{name}.md").is_file()
+    assert {"start", "end"} <= set(payload["env"]["load"])  # the machine's load, for judging the timings
     if chapter:
         assert (tmp_path / f"{name}.png").is_file()
         assert payload["token_identical"]

@@ -54,7 +54,7 @@ class CompileStats:
 
     nfa_states: int = 0  # Thompson NFA states allocated
     subset_states: int = 0  # DFA states the subset construction found (before trimming and minimising)
-    clock_reads: int = 0  # looks at the clock for max_seconds: at least one per DFA row and 4096 NFA states
+    clock_reads: int = 0  # looks at the clock: one per DFA row, per Hopcroft splitter, per 4096 NFA states
     dfa_states: int = 0  # states of the minimal DFA
 
 

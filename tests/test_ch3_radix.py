@@ -136,3 +136,20 @@ def test_eviction_is_lru_over_unlocked_leaves_and_stops_when_enough():
     assert cache.protected_size == 2 and cache.evictable_size == 0 and alloc.num_free == 14
     cache.unlock(node)
     assert cache.evict(10) == 2 and alloc.num_free == 16 and cache.total_size == 0
+
+
+def test_peek_counts_without_splitting_or_touching():
+    from minillm.kv.paged import BlockAllocator
+    from minillm.kv.radix import RadixCache
+
+    alloc = BlockAllocator(8)
+    cache = RadixCache(2, alloc)
+    blocks = [alloc.allocate() for _ in range(3)]
+    cache.insert([1, 2, 3, 4, 5, 6], blocks)
+    (node,) = cache.nodes()
+    inserted_at = node.last_access
+    assert cache.peek_prefix([1, 2, 3, 4, 9, 9]) == 2  # ends inside the node: no split
+    assert list(cache.nodes()) == [node] and node.last_access == inserted_at and node.blocks == blocks
+    hits, split = cache.match_prefix([1, 2, 3, 4, 9, 9])  # the admission's match splits there
+    assert hits == blocks[:2] and split.blocks == blocks[:2] and node.blocks == blocks[2:]
+    assert split.last_access == node.last_access > inserted_at

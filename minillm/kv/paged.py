@@ -9,6 +9,10 @@ wastes at most block_size - 1 slots, where a contiguous cache reserves max_model
 BlockAllocator: a free list and reference counts (counts above one arrive with prefix sharing, ch3).
 BlockManager:  per-sequence block tables; can_allocate / allocate for prefills, can_append / may_append
                for the next token (nano-vllm's names), free for finished or preempted sequences.
+PrefixHit:     what a prefix cache (chapter 3) holds of a sequence. An admission matches once
+               (match) and hands the hit to can_allocate and allocate, as vLLM V1 hands the blocks of
+               get_computed_blocks to allocate_slots; num_cached_tokens only peeks. Without a cache
+               the hit is empty.
 
 Checked by: pytest -m ch2 (hypothesis against a brute-force model of the pool).
 """
@@ -16,6 +20,7 @@ Checked by: pytest -m ch2 (hypothesis against a brute-force model of the pool).
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 
 import torch
 
@@ -41,12 +46,27 @@ class BlockAllocator:
         self.ref_counts[block] = 1
         return block
 
+    def incref(self, block: int) -> None:
+        """One more holder of a block someone already holds (a prefix cache sharing it, ch3)."""
+        if self.ref_counts[block] <= 0:
+            raise RuntimeError(f"incref of free block {block}")
+        self.ref_counts[block] += 1
+
     def free(self, block: int) -> None:
         if self.ref_counts[block] <= 0:
             raise RuntimeError(f"double free of block {block}")
         self.ref_counts[block] -= 1
         if self.ref_counts[block] == 0:
             self.free_blocks.append(block)
+
+
+@dataclass(frozen=True)
+class PrefixHit:
+    """The cached prefix an admission starts from: valid until the cache next changes, so match, then
+    can_allocate and allocate with the same hit, with nothing in between."""
+
+    blocks: list[int]  # cached KV blocks of the prompt's first full blocks, in order
+    num_cached_tokens: int  # len(blocks) * block_size
 
 
 class BlockManager:
@@ -56,6 +76,8 @@ class BlockManager:
         # vLLM V0's watermark: admit a prefill only if it leaves this many blocks free, so running
         # sequences can grow for a while before someone must be preempted.
         self.watermark_blocks = int(watermark * num_blocks)
+        self.num_queried_tokens = 0  # prompt tokens looked up at first admissions
+        self.num_hit_tokens = 0  # of those, tokens found cached (always 0 here; chapter 3's caches)
 
     @property
     def num_blocks(self) -> int:
@@ -68,16 +90,48 @@ class BlockManager:
     def blocks_for(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)  # ceil
 
+    def max_hit_blocks(self, seq: Sequence) -> int:
+        """Full blocks a prefix cache may serve: the last token is always computed (its logits pick the
+        next token), so a prompt of exactly k blocks hits at most k - 1."""
+        return (seq.num_tokens - 1) // self.block_size
+
+    # Prefix caching (chapter 3) overrides match and num_cached_tokens; without a cache nothing is shared.
+    def match(self, seq: Sequence) -> PrefixHit:
+        """The one lookup of an admission attempt: pass its hit on to can_allocate and allocate."""
+        return PrefixHit([], 0)
+
+    def num_cached_tokens(self, seq: Sequence) -> int:
+        """Prompt tokens whose K/V an admission would find cached: a peek that changes nothing."""
+        return 0
+
     # num_tokens below: how many of the sequence's tokens must have a slot after this step; by default
     # all of them (a whole prefill, or a decode). The unified scheduler (ch4) passes less for a prefill
-    # chunk, and num_lookahead_slots reserves room for tokens beyond them (speculative decoding).
-    def can_allocate(self, seq: Sequence, num_tokens: int | None = None) -> bool:
+    # chunk, and num_lookahead_slots reserves room for tokens beyond them (speculative decoding). hit:
+    # the admission's match(seq), or None to match here.
+    def can_allocate(
+        self, seq: Sequence, num_tokens: int | None = None, hit: PrefixHit | None = None
+    ) -> bool:
         """Room to admit the sequence: its prompt (plus outputs after a preemption), or a first chunk?"""
         need = self.blocks_for(num_tokens or seq.num_tokens) - len(seq.block_table)
         return need <= self.num_free_blocks - self.watermark_blocks
 
-    def allocate(self, seq: Sequence, num_tokens: int | None = None) -> None:
-        while len(seq.block_table) < self.blocks_for(num_tokens or seq.num_tokens):
+    def allocate(self, seq: Sequence, num_tokens: int | None = None, hit: PrefixHit | None = None) -> None:
+        if not seq.block_table:
+            self._start_from(seq, hit if hit is not None else self.match(seq))
+        self._grow(seq, num_tokens or seq.num_tokens)
+
+    def _start_from(self, seq: Sequence, hit: PrefixHit) -> None:
+        """Admission (first, or after a preemption): the block table begins with the hit's blocks (the
+        caller has taken its references on them), and their tokens count as computed."""
+        seq.block_table = list(hit.blocks)
+        seq.num_computed_tokens = hit.num_cached_tokens
+        if seq.num_preemptions == 0 and not seq.output_token_ids:  # first: not a recompute, not a jump
+            seq.num_cached_tokens = hit.num_cached_tokens
+            self.num_queried_tokens += seq.num_prompt_tokens
+            self.num_hit_tokens += hit.num_cached_tokens
+
+    def _grow(self, seq: Sequence, num_tokens: int) -> None:
+        while len(seq.block_table) < self.blocks_for(num_tokens):
             seq.block_table.append(self.allocator.allocate())
 
     def can_append(self, seq: Sequence, num_tokens: int | None = None, num_lookahead_slots: int = 0) -> bool:
@@ -94,13 +148,8 @@ class BlockManager:
             self.allocator.free(block)
         seq.block_table = []
 
-    # Hooks for prefix caching (chapter 3); without a cache nothing is shared.
-    def num_cached_tokens(self, seq: Sequence) -> int:
-        """Prompt tokens whose K/V an allocation would find already cached."""
-        return 0
-
     def on_computed(self, seq: Sequence) -> None:
-        """Called after each step with the sequence's new num_computed_tokens."""
+        """Called after each step with the sequence's new num_computed_tokens (a hook for chapter 3)."""
 
 
 class PagedKVCache:

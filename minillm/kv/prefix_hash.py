@@ -9,14 +9,18 @@ and keeps its hash, so a later request can still hit it; a freed block without a
 to be reused first. Allocation pops the head: the least recently freed cached block is evicted lazily,
 only when its memory is really needed. A hit on a free block takes it out of the queue.
 
+A lookup (match) only reads the hash map, so it is its own peek (num_cached_tokens); allocate takes
+the blocks of an admission's hit (touch).
+
 Checked by: pytest -m ch3 (hypothesis against a brute-force model; greedy outputs unchanged).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 
-from minillm.kv.paged import BlockManager
+from minillm.kv.paged import BlockManager, PrefixHit
 from minillm.request import Sequence
 
 ROOT_HASH = -1  # the "parent" of a first block: a fixed int, so hashes repeat across processes
@@ -84,6 +88,11 @@ class CachingBlockAllocator:
             self.block_key[block] = (h, parent, tokens)
 
 
+@dataclass(frozen=True)
+class HashHit(PrefixHit):
+    hashes: list[int]  # the chained hash of each hit block: the request's chain continues from them
+
+
 class PrefixCachingBlockManager(BlockManager):
     """BlockManager whose prefills start from the longest cached prefix of full blocks."""
 
@@ -91,8 +100,6 @@ class PrefixCachingBlockManager(BlockManager):
         super().__init__(num_blocks, block_size, watermark)
         self.allocator = CachingBlockAllocator(num_blocks)
         self.hashes: dict[int, list[int]] = {}  # request id -> hashes of its computed full blocks
-        self.num_queried_tokens = 0
-        self.num_hit_tokens = 0
 
     def _chain(self, tokens: list[int], num_blocks: int):
         """Yield (index, hash, parent, block tokens) for the first num_blocks full blocks."""
@@ -104,42 +111,37 @@ class PrefixCachingBlockManager(BlockManager):
             yield i, h, parent, chunk
             parent = h
 
-    def match(self, seq: Sequence) -> list[int]:
-        """Cached blocks covering the longest prefix of seq, at most num_tokens - 1 tokens (the last
-        token is always computed: its logits pick the next token)."""
-        hits = []
-        for _, h, parent, chunk in self._chain(seq.token_ids, (seq.num_tokens - 1) // self.block_size):
+    def match(self, seq: Sequence) -> HashHit:
+        """Cached blocks covering the longest prefix of seq, at most max_hit_blocks of them. Reads only:
+        allocate takes the references."""
+        blocks, hashes = [], []
+        for _, h, parent, chunk in self._chain(seq.token_ids, self.max_hit_blocks(seq)):
             block = self.allocator.lookup(h, parent, chunk)
             if block is None:
                 break
-            hits.append(block)
-        return hits
+            blocks.append(block)
+            hashes.append(h)
+        return HashHit(blocks, len(blocks) * self.block_size, hashes)
 
     def num_cached_tokens(self, seq: Sequence) -> int:
-        return len(self.match(seq)) * self.block_size if not seq.block_table else 0
+        return self.match(seq).num_cached_tokens if not seq.block_table else 0
 
-    def can_allocate(self, seq: Sequence, num_tokens: int | None = None) -> bool:
-        hits = self.match(seq)
+    def can_allocate(self, seq: Sequence, num_tokens: int | None = None, hit: HashHit | None = None) -> bool:
+        hits = (hit if hit is not None else self.match(seq)).blocks
         revived = sum(1 for b in hits if self.allocator.ref_counts[b] == 0)  # hits that leave the free queue
         need = max(
             0, self.blocks_for(max(num_tokens or seq.num_tokens, len(hits) * self.block_size)) - len(hits)
         )
         return need + revived <= self.num_free_blocks - self.watermark_blocks
 
-    def allocate(self, seq: Sequence, num_tokens: int | None = None) -> None:
+    def allocate(self, seq: Sequence, num_tokens: int | None = None, hit: HashHit | None = None) -> None:
         if not seq.block_table:
-            hits = self.match(seq)
-            for b in hits:
+            hit = hit if hit is not None else self.match(seq)
+            for b in hit.blocks:
                 self.allocator.touch(b)
-            seq.block_table = list(hits)
-            seq.num_computed_tokens = len(hits) * self.block_size
-            self.hashes[seq.request_id] = [h for _, h, _, _ in self._chain(seq.token_ids, len(hits))]
-            first = seq.num_preemptions == 0 and not seq.output_token_ids  # not a recompute, not a jump
-            if first:
-                seq.num_cached_tokens = seq.num_computed_tokens
-                self.num_queried_tokens += seq.num_prompt_tokens
-                self.num_hit_tokens += seq.num_computed_tokens
-        super().allocate(seq, num_tokens)
+            self.hashes[seq.request_id] = list(hit.hashes)
+            self._start_from(seq, hit)
+        self._grow(seq, num_tokens or seq.num_tokens)
         # The prompt's full blocks are cached now, before this step computes them: a request admitted
         # in the same step can already hit them, because every layer writes the whole batch's K/V
         # (slot_mapping) before any sequence attends (vLLM V1 caches at allocation for the same reason).

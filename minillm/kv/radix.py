@@ -4,6 +4,8 @@ The cache is a radix tree of token sequences. Each node holds a block-aligned ru
 and the KV blocks that store them; children are keyed by the tokens of their first block, so a lookup
 walks one block at a time. A request's prompt is matched against the tree (a match that ends inside a
 node splits it), its matched blocks are reused, and its own blocks are inserted as it computes them.
+Questions that admit nobody (how much is cached? for longest-prefix-match ordering) peek instead:
+peek_prefix walks the same path without splitting a node or touching its LRU time.
 
 Nodes on a running request's path are locked (lock_ref counts the requests below a node, and a lock
 is taken on the whole path to the root), so their blocks cannot be evicted. Unlocked leaves are evicted
@@ -17,8 +19,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from dataclasses import dataclass
 
-from minillm.kv.paged import BlockAllocator, BlockManager
+from minillm.kv.paged import BlockAllocator, BlockManager, PrefixHit
 from minillm.request import Sequence
 
 
@@ -61,20 +64,38 @@ class RadixCache:
 
     def match_prefix(self, tokens) -> tuple[list[int], TreeNode]:
         """Blocks of the longest cached prefix of tokens (whole blocks only), and the deepest node
-        reached. A match ending inside a node splits it there, so the returned node covers exactly it."""
-        chunks = self._chunks(tokens)
-        node, blocks, i = self.root, [], 0
+        reached. A match ending inside a node splits it there, so the returned node covers exactly it;
+        every node on the path becomes the most recently used."""
+        return self._match(self._chunks(tokens))
+
+    def peek_prefix(self, tokens) -> int:
+        """How many whole blocks of tokens match_prefix would return; changes nothing (no split, no
+        LRU touch)."""
+        return sum(n for _, n in self._descend(self._chunks(tokens)))
+
+    def _match(self, chunks) -> tuple[list[int], TreeNode]:
+        node, blocks = self.root, []
         now = next(self._clock)
-        while i < len(chunks) and chunks[i] in node.children:
-            child = node.children[chunks[i]]
+        for child, n in self._descend(chunks):
             child.last_access = now
-            n = self._common_blocks(child, chunks, i)
             if n < len(child.blocks):
                 child = self._split(child, n)
             blocks += child.blocks
-            i += n
             node = child
         return blocks, node
+
+    def _descend(self, chunks):
+        """Yield (node, n) down the longest match of chunks: node matches its first n blocks; only the
+        last node may match partly (n < len(node.blocks)). The caller may split that last node."""
+        node, i = self.root, 0
+        while i < len(chunks) and chunks[i] in node.children:
+            node = node.children[chunks[i]]
+            n = self._common_blocks(node, chunks, i)
+            partial = n < len(node.blocks)
+            yield node, n
+            if partial:
+                return
+            i += n
 
     def _common_blocks(self, node: TreeNode, chunks, start: int) -> int:
         bs = self.block_size
@@ -101,13 +122,13 @@ class RadixCache:
         """Cache the full blocks of tokens (stored in blocks); returns the deepest node. Blocks already
         cached for the same tokens are kept as they are (the caller's duplicates stay the caller's)."""
         chunks = self._chunks(tokens)[: len(blocks)]
-        matched, node = self.match_prefix(tokens[: len(chunks) * self.block_size])
+        matched, node = self._match(chunks)
         rest = len(chunks) - len(matched)
         if rest:
             new = TreeNode(tuple(x for c in chunks[len(matched) :] for x in c), blocks[len(matched) :], node)
             new.last_access = next(self._clock)
             for b in new.blocks:
-                self.allocator.ref_counts[b] += 1  # the tree's own reference
+                self.allocator.incref(b)  # the tree's own reference
             node.children[chunks[len(matched)]] = new
             self.evictable_size += len(new.blocks)
             node = new
@@ -171,6 +192,11 @@ class RadixCache:
         return out
 
 
+@dataclass(frozen=True)
+class RadixHit(PrefixHit):
+    node: TreeNode  # the deepest node of the match, split to end exactly there: allocate locks it
+
+
 class RadixBlockManager(BlockManager):
     """BlockManager whose prefills start from the radix tree's longest match. Each sequence holds a
     lock on the deepest tree node of its cached prefix; finished sequences insert everything they
@@ -181,57 +207,51 @@ class RadixBlockManager(BlockManager):
         self.cache = RadixCache(block_size, self.allocator)
         self.locked: dict[int, TreeNode] = {}  # request id -> its locked node
         self.inserted: dict[int, int] = {}  # request id -> how many of its blocks are in the tree
-        self.num_queried_tokens = 0
-        self.num_hit_tokens = 0
 
-    def match(self, seq: Sequence) -> list[int]:
-        limit = (seq.num_tokens - 1) // self.block_size * self.block_size  # the last token is recomputed
-        return self.cache.match_prefix(seq.token_ids[:limit])[0]
+    def _hit_tokens(self, seq: Sequence) -> list[int]:
+        return seq.token_ids[: self.max_hit_blocks(seq) * self.block_size]
+
+    def match(self, seq: Sequence) -> RadixHit:
+        """match_prefix: splits the node where the match ends and makes the path most recently used."""
+        blocks, node = self.cache.match_prefix(self._hit_tokens(seq))
+        return RadixHit(blocks, len(blocks) * self.block_size, node)
 
     def num_cached_tokens(self, seq: Sequence) -> int:
-        return len(self.match(seq)) * self.block_size if not seq.block_table else 0
+        return self.cache.peek_prefix(self._hit_tokens(seq)) * self.block_size if not seq.block_table else 0
 
     @property
     def num_available_blocks(self) -> int:
         return self.num_free_blocks + self.cache.evictable_size
 
-    def can_allocate(self, seq: Sequence, num_tokens: int | None = None) -> bool:
-        limit = (seq.num_tokens - 1) // self.block_size * self.block_size
-        hits, node = self.cache.match_prefix(seq.token_ids[:limit])
+    def can_allocate(self, seq: Sequence, num_tokens: int | None = None, hit: RadixHit | None = None) -> bool:
+        hit = hit if hit is not None else self.match(seq)
         # matched blocks in unlocked nodes stop being evictable once this sequence locks them
-        evictable_hits = 0
+        evictable_hits, node = 0, hit.node
         while node is not self.cache.root:
             evictable_hits += len(node.blocks) if node.lock_ref == 0 else 0
             node = node.parent
-        need = max(0, self.blocks_for(num_tokens or seq.num_tokens) - len(hits))
+        need = max(0, self.blocks_for(num_tokens or seq.num_tokens) - len(hit.blocks))
         return need <= self.num_available_blocks - evictable_hits - self.watermark_blocks
 
     def can_append(self, seq: Sequence, num_tokens: int | None = None, num_lookahead_slots: int = 0) -> bool:
         need = self.blocks_for((num_tokens or seq.num_tokens) + num_lookahead_slots) - len(seq.block_table)
         return need <= self.num_available_blocks
 
-    def allocate(self, seq: Sequence, num_tokens: int | None = None) -> None:
+    def allocate(self, seq: Sequence, num_tokens: int | None = None, hit: RadixHit | None = None) -> None:
         target = num_tokens or seq.num_tokens
         prefilling = seq.num_computed_tokens < seq.num_prompt_tokens or not seq.block_table
         if not seq.block_table:  # admission (first, or after a preemption)
-            limit = (seq.num_tokens - 1) // self.block_size * self.block_size
-            hits, node = self.cache.match_prefix(seq.token_ids[:limit])
-            self.cache.lock(node)
-            self.locked[seq.request_id] = node
-            self.inserted[seq.request_id] = len(hits)
-            for b in hits:
-                self.allocator.ref_counts[b] += 1  # the sequence's reference, beside the tree's
-            seq.block_table = list(hits)
-            seq.num_computed_tokens = len(hits) * self.block_size
-            first = seq.num_preemptions == 0 and not seq.output_token_ids  # not a recompute, not a jump
-            if first:
-                seq.num_cached_tokens = seq.num_computed_tokens
-                self.num_queried_tokens += seq.num_prompt_tokens
-                self.num_hit_tokens += seq.num_computed_tokens
+            hit = hit if hit is not None else self.match(seq)
+            self.cache.lock(hit.node)
+            self.locked[seq.request_id] = hit.node
+            self.inserted[seq.request_id] = len(hit.blocks)
+            for b in hit.blocks:
+                self.allocator.incref(b)  # the sequence's reference, beside the tree's
+            self._start_from(seq, hit)
         missing = self.blocks_for(target) - len(seq.block_table)
         if missing > self.num_free_blocks:
             self.cache.evict(missing - self.num_free_blocks)
-        super().allocate(seq, target)
+        self._grow(seq, target)
         if prefilling:
             # Insert the prompt's full blocks now (computed by this very step, before anyone attends:
             # every layer writes the batch's K/V first), so requests in the same batch share them.

@@ -1,18 +1,25 @@
 """Chapter 4: the unified token-budget scheduler. Greedy outputs equal the earlier stages'; under random
 arrival patterns, budgets and pool sizes no step exceeds the token budget, max_num_seqs or the pool,
-every request finishes, and the pool ends free (or cached)."""
+every request finishes, and the pool ends free (or cached). Admission, shared with chapter 2's scheduler,
+matches the prefix cache once per attempt, and its peeks change nothing."""
 
 from __future__ import annotations
 
 import random
 
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prefix_cache_model import PREFIXES, cache_state
 
 from minillm import LLM, SamplingParams
-from minillm.kv.paged import BlockManager
-from minillm.request import Sequence
+from minillm.kv.paged import BlockManager, PagedKVCache
+from minillm.kv.prefix_hash import PrefixCachingBlockManager
+from minillm.kv.radix import RadixBlockManager
+from minillm.request import Sequence, SequenceStatus
+from minillm.scheduler.continuous import ContinuousScheduler
+from minillm.scheduler.unified import UnifiedScheduler
 
 pytestmark = pytest.mark.ch4
 
@@ -138,6 +145,124 @@ def test_lookahead_slots_reserve_blocks_beyond_the_tokens():
     assert len(seq.block_table) == 3 and bm.num_free_blocks == 1
     bm.free(seq)
     assert bm.num_free_blocks == 4
+
+
+def instrument(bm) -> dict:
+    """Count the manager's lookups, in place: admission matches (a radix match splits and touches LRU
+    times), peeks (which must change nothing), admissions; and check that can_allocate and allocate get
+    the hit of the attempt's match, so they never look up again."""
+    count = dict(match=0, match_prefix=0, peek=0, admitted=0)
+    last = dict(hit=None, peeking=False)
+    match, peek, can_allocate, allocate = bm.match, bm.num_cached_tokens, bm.can_allocate, bm.allocate
+
+    def counted_match(seq):
+        hit = match(seq)
+        if not last["peeking"]:  # the hash cache's peek is its (read-only) match
+            count["match"] += 1
+            last["hit"] = hit
+        return hit
+
+    def counted_peek(seq):
+        count["peek"] += 1
+        before = cache_state(bm)
+        last["peeking"] = True
+        try:
+            n = peek(seq)
+        finally:
+            last["peeking"] = False
+        assert cache_state(bm) == before, "a peek changes nothing"
+        return n
+
+    def checked_can_allocate(seq, num_tokens=None, hit=None):
+        assert hit is not None and hit is last["hit"], "can_allocate gets the attempt's hit"
+        return can_allocate(seq, num_tokens, hit)
+
+    def checked_allocate(seq, num_tokens=None, hit=None):
+        if not seq.block_table:
+            assert hit is not None and hit is last["hit"], "allocate gets the attempt's hit"
+            count["admitted"] += 1
+        return allocate(seq, num_tokens, hit)
+
+    bm.match, bm.num_cached_tokens = counted_match, counted_peek
+    bm.can_allocate, bm.allocate = checked_can_allocate, checked_allocate
+    if hasattr(bm, "cache"):
+        match_prefix = bm.cache.match_prefix
+
+        def counted_match_prefix(tokens):
+            count["match_prefix"] += 1
+            return match_prefix(tokens)
+
+        bm.cache.match_prefix = counted_match_prefix
+    return count
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    scheduler_cls=st.sampled_from([ContinuousScheduler, UnifiedScheduler]),
+    manager_cls=st.sampled_from([RadixBlockManager, PrefixCachingBlockManager]),
+    policy=st.sampled_from(["fcfs", "lpm"]),
+    block_size=st.sampled_from([1, 2, 4]),
+    extra_blocks=st.integers(0, 16),
+    max_num_seqs=st.integers(1, 4),
+    budget=st.sampled_from([3, 8, 32]),
+    requests=st.lists(
+        st.tuples(
+            st.sampled_from(PREFIXES),
+            st.integers(1, 8),
+            st.lists(st.integers(0, 3), max_size=6),
+            st.integers(1, 4),  # max_tokens
+            st.integers(0, 2),  # steps until the next arrival
+        ),
+        min_size=1,
+        max_size=10,
+    ),
+)
+def test_admission_matches_the_prefix_cache_once(
+    scheduler_cls, manager_cls, policy, block_size, extra_blocks, max_num_seqs, budget, requests
+):
+    """Scheduler and manager alone, with a pretend model: each step, at most one match per admission
+    attempt (one per admitted request, plus the attempt that stops the loop), and peeks only for lpm
+    ordering, at most one per waiting request."""
+    longest = 14 + 4 - 1  # a prompt and all but the last of its outputs
+    if scheduler_cls is ContinuousScheduler:
+        budget = 32  # chapter 2 prefills whole sequences: the budget holds the longest
+    num_blocks = -(-longest // block_size) + extra_blocks
+    kv = PagedKVCache(1, num_blocks, block_size, 1, 1, torch.float32, "cpu", manager_cls=manager_cls)
+    bm = kv.manager
+    count = instrument(bm)
+    sched = scheduler_cls(max_num_seqs, budget, kv, policy=policy)
+    pending, live, wait = list(requests), [], 0
+    for _ in range(400):
+        while pending and wait == 0:
+            prefix, cut, tail, max_tokens, wait = pending.pop(0)
+            seq = Sequence(len(live), list(prefix[:cut]) + tail, SamplingParams(max_tokens=max_tokens))
+            live.append(seq)
+            sched.add(seq)
+        wait = max(0, wait - 1)
+        if not sched.has_unfinished():
+            if not pending:
+                break
+            continue
+        for k in count:
+            count[k] = 0
+        num_waiting, num_preemptions = len(sched.waiting), sched.num_preemptions
+        batch = sched.schedule()
+        assert batch is not None, "the scheduler could run nothing while requests are waiting"
+        assert count["match"] <= count["admitted"] + 1
+        if manager_cls is RadixBlockManager:
+            assert count["match_prefix"] == count["match"], "no mutating match but admission's"
+        max_peeks = num_waiting + sched.num_preemptions - num_preemptions if policy == "lpm" else 0
+        assert count["peek"] <= max_peeks
+        sched.update(batch)
+        for seq in batch.seqs:
+            if seq.num_computed_tokens == seq.num_tokens:  # this step computed its last token: sample
+                seq.output_token_ids.append(seq.num_tokens % 4)
+                if len(seq.output_token_ids) >= seq.params.max_tokens:
+                    seq.status = SequenceStatus.FINISHED
+                    sched.finish(seq)
+    assert not pending and all(s.is_finished for s in live), "every request finishes"
+    evictable = bm.cache.evictable_size if manager_cls is RadixBlockManager else 0
+    assert bm.num_free_blocks + evictable == bm.num_blocks
 
 
 @pytest.mark.parametrize(

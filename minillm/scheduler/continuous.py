@@ -53,23 +53,37 @@ class ContinuousScheduler:
             # (a stable sort: ties keep arrival order).
             self.waiting = deque(sorted(self.waiting, key=lambda s: -self.blocks.num_cached_tokens(s)))
 
-    def _schedule_prefills(self) -> ScheduledBatch | None:
+    def _chunk(self, remaining: int, budget: int) -> int:
+        """Tokens of a prefill that this step computes: all of them, or none if they exceed the budget
+        (chapter 4 cuts prefills into chunks)."""
+        return remaining if remaining <= budget else 0
+
+    def _admit_waiting(self, budget: int) -> tuple[list[Sequence], list[int]]:
+        """Admit waiting requests in order while a sequence slot, the token budget and the pool allow;
+        returns them with their new tokens. Each attempt matches the prefix cache once and hands the hit
+        to can_allocate and allocate; the tokens it covers count as computed."""
         self._order_waiting()
         seqs, num_tokens = [], []
-        budget = self.max_num_batched_tokens
-        while self.waiting and len(self.running) < self.max_num_seqs:
+        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
+            hit = self.blocks.match(seq)
             # the prompt, or prompt + outputs after preemption, less what the prefix cache already holds
-            n = seq.num_tokens - max(seq.num_computed_tokens, self.blocks.num_cached_tokens(seq))
-            if n > budget or not self.blocks.can_allocate(seq):
+            computed = max(seq.num_computed_tokens, hit.num_cached_tokens)
+            n = self._chunk(seq.num_tokens - computed, budget)
+            if n == 0 or not self.blocks.can_allocate(seq, computed + n, hit):
                 break
             self.waiting.popleft()
-            self.blocks.allocate(seq)
+            self.blocks.allocate(seq, computed + n, hit)
+            assert seq.num_computed_tokens == computed, "the cache matched what it promised"
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
             seqs.append(seq)
             num_tokens.append(n)
             budget -= n
+        return seqs, num_tokens
+
+    def _schedule_prefills(self) -> ScheduledBatch | None:
+        seqs, num_tokens = self._admit_waiting(self.max_num_batched_tokens)
         return ScheduledBatch(seqs, num_tokens) if seqs else None
 
     def _schedule_decodes(self) -> ScheduledBatch | None:

@@ -22,13 +22,12 @@ Checked by: pytest -m ch4 (hypothesis over arrival patterns and budgets).
 from __future__ import annotations
 
 from minillm.kv.paged import PagedKVCache
-from minillm.request import SequenceStatus
 from minillm.scheduler import ScheduledBatch
 from minillm.scheduler.continuous import ContinuousScheduler
 
 
 class UnifiedScheduler(ContinuousScheduler):
-    """Chapter 2's queues, preemption and bookkeeping, with one budget loop in place of the phases."""
+    """Chapter 2's queues, admission, preemption and bookkeeping; one budget loop replaces the phases."""
 
     def __init__(
         self,
@@ -42,6 +41,7 @@ class UnifiedScheduler(ContinuousScheduler):
         self.long_prefill_token_threshold = long_prefill_token_threshold  # 0: a chunk may take the budget
 
     def _chunk(self, remaining: int, budget: int) -> int:
+        """A prefill's next chunk: as much as the budget (and long_prefill_token_threshold) allows."""
         n = min(remaining, budget)
         if self.long_prefill_token_threshold:
             n = min(n, self.long_prefill_token_threshold)
@@ -73,19 +73,7 @@ class UnifiedScheduler(ContinuousScheduler):
         # 2. waiting requests, if nobody had to be preempted (or the preemption left the step empty: then
         #    the head of the queue, usually the request just preempted, may start again at once)
         if not preempted or not seqs:
-            self._order_waiting()
-            while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
-                seq = self.waiting[0]
-                computed = max(seq.num_computed_tokens, self.blocks.num_cached_tokens(seq))
-                n = self._chunk(seq.num_tokens - computed, budget)
-                if not self.blocks.can_allocate(seq, computed + n):
-                    break
-                self.waiting.popleft()
-                self.blocks.allocate(seq, computed + n)
-                assert seq.num_computed_tokens == computed, "the cache matched what it promised"
-                seq.status = SequenceStatus.RUNNING
-                self.running.append(seq)
-                seqs.append(seq)
-                num_tokens.append(n)
-                budget -= n
+            admitted, admitted_tokens = self._admit_waiting(budget)
+            seqs += admitted
+            num_tokens += admitted_tokens
         return ScheduledBatch(seqs, num_tokens) if seqs else None

@@ -7,9 +7,16 @@ Stages land chapter by chapter: STAGES lists those that exist.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
 import torch
+
+from minillm.request import SEED_MAX, SEED_MIN
+
+# The embedded default checkpoint, trained by chapters/ch00_model (a standard HF folder).
+DEFAULT_MODEL = str(Path(__file__).parent / "assets" / "pystd-llama")
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -42,8 +49,10 @@ class EngineConfig:
         positive = ("kv_cache_tokens", "block_size", "max_num_seqs", "max_num_batched_tokens")
         for name in positive:
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not SEED_MIN <= self.seed <= SEED_MAX:
+            raise ValueError(f"seed must be an int in [-2**63, 2**64 - 1], got {self.seed!r}")
         if self.max_model_len is not None and (
             not isinstance(self.max_model_len, int) or self.max_model_len <= 1
         ):
@@ -82,7 +91,11 @@ class EngineConfig:
             )
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
-        if not (self.device == "cpu" or self.device.startswith("cuda")):
+        if self.gpu_memory_utilization is not None and self.device == "cpu":
+            warnings.warn(
+                "gpu_memory_utilization is ignored on the CPU: kv_cache_tokens sizes the KV pool", stacklevel=3
+            )
+        if not isinstance(self.device, str) or not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device={self.device!r} but torch sees no CUDA GPU")

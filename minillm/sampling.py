@@ -1,6 +1,8 @@
 """Batched sampling: greedy, temperature, top-k, top-p, per-request seeds.
 
-One call samples the whole batch. Rows may mix greedy and random requests. Random rows use the
+One call samples the whole batch. Rows may mix greedy and random requests. Logits processors run
+first, in order, each `(logits (B, V), seqs) -> logits`: constrained decoding's FSM mask (chapter 5)
+is one (GuideMask), as vLLM applies structured-output bitmasks to the logits before sampling. Random rows use the
 exponential-race trick vLLM uses: argmax(p / q) with q ~ Exp(1) draws from p, and lets each seeded
 request draw its own q from its own generator, so its tokens do not depend on who shares the batch.
 
@@ -9,8 +11,11 @@ Checked by: pytest -m ch1 -k sampl.
 
 from __future__ import annotations
 
+import time
+
 import torch
 
+from minillm.constrained.guide import mask_logits
 from minillm.request import Sequence
 
 
@@ -29,13 +34,32 @@ def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Te
     return logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
 
 
+class GuideMask:
+    """Rows of constrained requests keep only the tokens their guide allows in its current state.
+    `seconds` adds up the time spent here (chapter 5 reports constrained decoding's host cost)."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+        if all(s.guide is None for s in seqs):
+            return logits
+        t0 = time.perf_counter()
+        logits = mask_logits(logits, [(s.guide, s.guide_state) if s.guide else None for s in seqs])
+        self.seconds += time.perf_counter() - t0
+        return logits
+
+
 class Sampler:
-    def __init__(self, device: str, seed: int = 0):
+    def __init__(self, device: str, seed: int = 0, logits_processors=()):
         # Unseeded requests share this generator, so a whole run is reproducible from LLM(seed=...).
         self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.logits_processors = list(logits_processors)
 
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
         """logits (B, V) float32 for the B sequences that sample this step -> one token id each."""
+        for process in self.logits_processors:
+            logits = process(logits, seqs)
         greedy_tokens = logits.argmax(dim=-1)  # (B,)
         params = [s.params for s in seqs]
         if all(p.greedy for p in params):

@@ -23,10 +23,10 @@ pytestmark = pytest.mark.ch0
 def all_position_logits(model, prompts: list[list[int]]) -> list[torch.Tensor]:
     """Logits at every position of every prompt, in one flat no-cache forward."""
     seqs = [Sequence(i, p, SamplingParams()) for i, p in enumerate(prompts)]
-    runner = ModelRunner(model, NoCacheAttention(), None, "cpu")
+    runner = ModelRunner(model, NoCacheAttention(), None, "cpu", max_num_tokens=sum(map(len, prompts)))
     input_ids, positions, meta, _ = runner.prepare(ScheduledBatch(seqs, [len(p) for p in prompts]))
     with torch.no_grad():
-        logits = model.compute_logits(model(input_ids, positions, NoCacheAttention(), meta))
+        logits = model.compute_logits(model(input_ids, positions, runner.attn_backend, meta))
     return list(logits.split([len(p) for p in prompts]))
 
 

@@ -8,31 +8,21 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minillm.attention.metadata import AttentionMetadata
+from minillm.attention.contiguous import ContiguousAttention
+from minillm.attention.metadata import StepInputs
 from minillm.attention.sdpa import NoCacheAttention
 from minillm.attention.torch_ref import ref_varlen_attention
-from minillm.kv.contiguous import ContiguousAttention, ContiguousKVCache
+from minillm.kv.contiguous import ContiguousKVCache
 
 pytestmark = pytest.mark.ch1
 
 NH, NKV, D, MAXLEN = 4, 2, 16, 48
 
 
-def make_meta(q_lens, ctx_lens, rows):
-    cu = [0]
-    for n in q_lens:
-        cu.append(cu[-1] + n)
-    seq_ids = [b for b, n in enumerate(q_lens) for _ in range(n)]
-    slots = [rows[b] * MAXLEN + p for b, (n, c) in enumerate(zip(q_lens, ctx_lens)) for p in range(c - n, c)]
-    i32 = lambda x: torch.tensor(x, dtype=torch.int32)  # noqa: E731
-    return AttentionMetadata(
-        i32(cu),
-        i32(ctx_lens),
-        torch.tensor(slots),
-        i32(rows)[:, None],
-        torch.tensor(seq_ids),
-        max(q_lens),
-        max(ctx_lens),
+def make_step(q_lens, ctx_lens, rows, block_size=MAXLEN, dummy_block=0):
+    """The step the runner would build: rows are ch1's one-block tables; slot = row * MAXLEN + position."""
+    return StepInputs.from_lengths(
+        q_lens, ctx_lens, [[r] for r in rows], block_size=block_size, dummy_block=dummy_block
     )
 
 
@@ -58,9 +48,10 @@ def test_contiguous_attention_matches_reference(shapes, seed):
     q = torch.randn(sum(q_lens), NH, D, generator=g, dtype=torch.float64)
     k_new = torch.cat([full_k[b][ctx_lens[b] - q_lens[b] :] for b in range(B)])
     v_new = torch.cat([full_v[b][ctx_lens[b] - q_lens[b] :] for b in range(B)])
-    meta = make_meta(q_lens, ctx_lens, rows)
-    out = ContiguousAttention(kv).forward(0, q, k_new, v_new, meta)
-    ref = ref_varlen_attention(q, full_k, full_v, meta.cu_seqlens_q)
+    step = make_step(q_lens, ctx_lens, rows, dummy_block=kv.dummy_block)
+    backend = ContiguousAttention(kv)
+    out = backend.forward(0, q, k_new, v_new, backend.prepare(step))
+    ref = ref_varlen_attention(q, full_k, full_v, step.cu_seqlens_q)
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
 
 
@@ -71,7 +62,8 @@ def test_no_cache_attention_matches_reference(lens, seed):
     q = torch.randn(sum(lens), NH, D, generator=g, dtype=torch.float64)
     k = torch.randn(sum(lens), NKV, D, generator=g, dtype=torch.float64)
     v = torch.randn(sum(lens), NKV, D, generator=g, dtype=torch.float64)
-    meta = make_meta(lens, lens, [0] * len(lens))
-    out = NoCacheAttention().forward(0, q, k, v, meta)
-    ref = ref_varlen_attention(q, list(k.split(lens)), list(v.split(lens)), meta.cu_seqlens_q)
+    step = make_step(lens, lens, [0] * len(lens), block_size=0)
+    backend = NoCacheAttention()
+    out = backend.forward(0, q, k, v, backend.prepare(step))
+    ref = ref_varlen_attention(q, list(k.split(lens)), list(v.split(lens)), step.cu_seqlens_q)
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)

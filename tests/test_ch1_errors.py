@@ -81,8 +81,16 @@ def test_one_bad_prompt_queues_nothing(llm):
         (dict(stage="naive", kv_cache_tokens=32, max_model_len=64), "kv_cache_tokens"),
         (dict(not_an_option=1), "not_an_option"),
         (dict(load_format="pickle"), "load_format"),
+        (dict(seed=2**70), "seed"),
+        (dict(seed=True), "seed"),
+        (dict(kv_cache_tokens=True), "kv_cache_tokens"),
     ],
 )
 def test_engine_options_name_the_field(tiny_model_with_tokenizer, kwargs, field):
     with pytest.raises(ValueError, match=field):
         LLM(tiny_model_with_tokenizer[0], **kwargs)
+
+
+def test_gpu_memory_utilization_on_the_cpu_says_it_is_ignored(tiny_model_with_tokenizer):
+    with pytest.warns(UserWarning, match="gpu_memory_utilization is ignored on the CPU"):
+        LLM(tiny_model_with_tokenizer[0], stage="paged", gpu_memory_utilization=0.5)

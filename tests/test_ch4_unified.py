@@ -286,9 +286,10 @@ def test_paged_attention_on_mixed_batches_matches_reference(shapes, seed):
     """Decodes (1 new token) and prefill chunks (several) in one batch, against the float64 oracle."""
     import torch
 
-    from minillm.attention.metadata import AttentionMetadata
+    from minillm.attention.metadata import StepInputs
+    from minillm.attention.paged import PagedAttention
     from minillm.attention.torch_ref import ref_varlen_attention
-    from minillm.kv.paged import PagedAttention, PagedKVCache
+    from minillm.kv.paged import PagedKVCache
 
     g = torch.Generator().manual_seed(seed)
     nh, nkv, d, bs = 4, 2, 8, 4
@@ -296,7 +297,7 @@ def test_paged_attention_on_mixed_batches_matches_reference(shapes, seed):
     perm = torch.randperm(64, generator=g).tolist()
     q_lens = [q for q, _ in shapes]
     ctx = [q + c for q, c in shapes]
-    tables, k_full, v_full, slots, cu = [], [], [], [], [0]
+    tables, k_full, v_full = [], [], []
     for n, c in zip(q_lens, ctx):
         table = [perm.pop() for _ in range(-(-c // bs))]
         tables.append(table)
@@ -305,24 +306,14 @@ def test_paged_attention_on_mixed_batches_matches_reference(shapes, seed):
         for p in range(c - n):  # earlier context already in the cache
             kv.k_cache[0][table[p // bs], p % bs] = k_full[-1][p]
             kv.v_cache[0][table[p // bs], p % bs] = v_full[-1][p]
-        slots += [table[p // bs] * bs + p % bs for p in range(c - n, c)]
-        cu.append(cu[-1] + n)
-    width = max(len(t) for t in tables)
-    meta = AttentionMetadata(
-        cu_seqlens_q=torch.tensor(cu, dtype=torch.int32),
-        context_lens=torch.tensor(ctx, dtype=torch.int32),
-        slot_mapping=torch.tensor(slots),
-        block_tables=torch.tensor([t + [0] * (width - len(t)) for t in tables]),
-        seq_ids=torch.tensor([b for b, n in enumerate(q_lens) for _ in range(n)]),
-        max_seqlen_q=max(q_lens),
-        max_context_len=max(ctx),
-    )
+    step = StepInputs.from_lengths(q_lens, ctx, tables, block_size=bs, dummy_block=kv.dummy_block)
     q = torch.randn(sum(q_lens), nh, d, generator=g, dtype=torch.float64)
     k_new = torch.cat([k[c - n :] for k, n, c in zip(k_full, q_lens, ctx)])
     v_new = torch.cat([v[c - n :] for v, n, c in zip(v_full, q_lens, ctx)])
-    out = PagedAttention(kv).forward(0, q, k_new, v_new, meta)
+    backend = PagedAttention(kv)
+    out = backend.forward(0, q, k_new, v_new, backend.prepare(step))
     torch.testing.assert_close(
-        out, ref_varlen_attention(q, k_full, v_full, meta.cu_seqlens_q), rtol=1e-10, atol=1e-10
+        out, ref_varlen_attention(q, k_full, v_full, step.cu_seqlens_q), rtol=1e-10, atol=1e-10
     )
 
 

@@ -1,7 +1,9 @@
-"""Attention backends. The model calls `backend.forward(layer_idx, q, k, v, meta)`; a backend owns the
-KV cache layout it reads and writes. torch_ref.py is the slow, obviously-correct oracle for all of them.
+"""Attention backends behind one seam (backend.py). The model calls `backend.forward(layer_idx, q, k,
+v, meta)`; the runner calls `backend.prepare(step)` once per step. A backend reads and writes the KV
+cache layout of minillm/kv; torch_ref.py is the slow, obviously-correct oracle for all of them.
 """
 
-from minillm.attention.metadata import AttentionMetadata
+from minillm.attention.backend import AttentionBackend
+from minillm.attention.metadata import AttentionMetadata, StepInputs
 
-__all__ = ["AttentionMetadata"]
+__all__ = ["AttentionBackend", "AttentionMetadata", "StepInputs"]

@@ -1,83 +1,117 @@
-"""The batch description every attention backend receives (built once per step by the model runner).
+"""What an attention backend receives: the step the runner built (StepInputs), and the padded layout a
+torch backend derives from it once per step (AttentionMetadata).
 
 A step holds B sequences; sequence b contributes q_len[b] new tokens (a whole prompt, a prefill chunk,
 or one decode token), laid out back to back in a flat dimension T = sum(q_len). Names follow vLLM.
+The host copies of the lengths travel with the device tensors, so a backend's prepare() never has to
+read a device tensor back (no synchronisation) and its forward() never has to read anything at all.
+
+Checked by: pytest -m ch1 -k attention, pytest -m ch4 -k attention.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
 @dataclass
-class AttentionMetadata:
+class StepInputs:
+    """One step's batch, as the model runner filled it in: device views of its persistent buffers, and
+    the same lengths and tables on the host."""
+
     cu_seqlens_q: torch.Tensor  # (B+1,) int32: sequence b's new tokens are [cu[b], cu[b+1]) of T
     context_lens: torch.Tensor  # (B,) int32: KV length of sequence b after this step (cached + new)
     slot_mapping: torch.Tensor  # (T,) int64: where each new token's K/V is written in the cache
-    block_tables: torch.Tensor  # (B, max_blocks) int32: cache blocks of each sequence (rows for ch1)
-    seq_ids: torch.Tensor  # (T,) int64: which of the B sequences each token belongs to
-    max_seqlen_q: int  # max(q_len), to size padded buffers
-    max_context_len: int  # max(context_lens)
-    q_lens_host: list[int] | None = None  # the same lengths on the host, to split batches without a sync
-    context_lens_host: list[int] | None = None
-    scratch: dict = field(default_factory=dict, repr=False)  # per-step values a backend derives once
+    block_tables: torch.Tensor  # (B, W) int32: cache blocks of each sequence (rows for ch1), dummy-padded
+    q_lens_host: np.ndarray  # (B,) int64
+    context_lens_host: np.ndarray  # (B,) int64
+    block_tables_host: np.ndarray  # (B, W) int64
+    block_size: int = 0  # slots per block of the cache (ch1: a row of max_model_len); 0: no cache
+    dummy_block: int = 0  # the block that padded rows write into and padded table entries point at
 
     @property
     def num_seqs(self) -> int:
-        return self.context_lens.shape[0]
-
-    def _host(self):
-        if self.q_lens_host is None:
-            self.q_lens_host = (self.cu_seqlens_q[1:] - self.cu_seqlens_q[:-1]).tolist()
-            self.context_lens_host = self.context_lens.tolist()
-        return self.q_lens_host, self.context_lens_host
-
-    def subset(self, idx: list[int]) -> tuple[AttentionMetadata, torch.Tensor]:
-        """Metadata of sequences idx alone, and the indices of their tokens in this batch's T."""
-        q_lens, ctx = self._host()
-        dev = self.context_lens.device
-        starts = [0]
-        for n in q_lens:
-            starts.append(starts[-1] + n)
-        tokens = [t for b in idx for t in range(starts[b], starts[b + 1])]
-        sub_q, sub_ctx = [q_lens[b] for b in idx], [ctx[b] for b in idx]
-        cu = [0]
-        for n in sub_q:
-            cu.append(cu[-1] + n)
-        rows = torch.tensor(idx, dtype=torch.long, device=dev)
-        sub = AttentionMetadata(
-            cu_seqlens_q=torch.tensor(cu, dtype=torch.int32, device=dev),
-            context_lens=self.context_lens[rows],
-            slot_mapping=self.slot_mapping[:0],  # K/V are written before the split
-            block_tables=self.block_tables[rows],
-            seq_ids=torch.tensor(
-                [i for i, n in enumerate(sub_q) for _ in range(n)], dtype=torch.long, device=dev
-            ),
-            max_seqlen_q=max(sub_q),
-            max_context_len=max(sub_ctx),
-            q_lens_host=sub_q,
-            context_lens_host=sub_ctx,
-        )
-        return sub, torch.tensor(tokens, dtype=torch.long, device=dev)
-
-    def split_decodes(self) -> list[tuple[AttentionMetadata, torch.Tensor | None]]:
-        """A mixed batch as two homogeneous ones: sequences with one new token (decodes) and the rest
-        (prefills, chunks). Padding a decode row to a chunk's length would cost it the chunk's work.
-        Returns [(metadata, token indices or None for the whole batch)], computed once per step."""
-        if "groups" not in self.scratch:
-            q_lens, _ = self._host()
-            decodes = [b for b, n in enumerate(q_lens) if n == 1]
-            others = [b for b, n in enumerate(q_lens) if n > 1]
-            if decodes and others:
-                self.scratch["groups"] = [self.subset(decodes), self.subset(others)]
-            else:
-                self.scratch["groups"] = [(self, None)]
-        return self.scratch["groups"]
+        return len(self.q_lens_host)
 
     @property
-    def query_start(self) -> torch.Tensor:
-        """(B,) absolute position of each sequence's first new token: context_len - q_len."""
-        q_lens = self.cu_seqlens_q[1:] - self.cu_seqlens_q[:-1]
-        return self.context_lens - q_lens
+    def num_tokens(self) -> int:
+        return int(self.q_lens_host.sum())
+
+    @classmethod
+    def from_lengths(
+        cls,
+        q_lens,
+        context_lens,
+        block_tables=None,
+        *,
+        block_size: int = 0,
+        dummy_block: int = 0,
+        device: str | torch.device = "cpu",
+    ) -> StepInputs:
+        """A step from plain lists, for tests and notebooks: slot_mapping follows from the block tables
+        (ragged lists are padded with dummy_block), as the runner computes it."""
+        q = np.asarray(q_lens, dtype=np.int64)
+        ctx = np.asarray(context_lens, dtype=np.int64)
+        tables = pad_tables(block_tables or [[] for _ in q], dummy_block)
+        cu = np.concatenate(([0], np.cumsum(q)))
+        slots = slot_mapping(q, ctx, tables, block_size) if block_size else np.zeros(0, np.int64)
+        as_t = lambda a, dtype: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
+        return cls(
+            as_t(cu, torch.int32),
+            as_t(ctx, torch.int32),
+            as_t(slots, torch.int64),
+            as_t(tables, torch.int32),
+            q,
+            ctx,
+            tables,
+            block_size,
+            dummy_block,
+        )
+
+
+def pad_tables(tables: list[list[int]], fill: int) -> np.ndarray:
+    """Ragged block tables -> (B, W) int64, W = the longest (at least 1), padded with fill."""
+    width = max(1, max((len(t) for t in tables), default=0))
+    out = np.full((len(tables), width), fill, dtype=np.int64)
+    for b, t in enumerate(tables):
+        out[b, : len(t)] = t
+    return out
+
+
+def token_positions(q_lens: np.ndarray, context_lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(T,) the sequence of each new token and (T,) its absolute position, without a per-token loop."""
+    seq_of_token = np.repeat(np.arange(len(q_lens)), q_lens)  # (T,)
+    cu = np.concatenate(([0], np.cumsum(q_lens)))
+    offset = np.arange(cu[-1]) - cu[:-1][seq_of_token]  # (T,) index among the sequence's new tokens
+    return seq_of_token, (context_lens - q_lens)[seq_of_token] + offset
+
+
+def slot_mapping(q_lens, context_lens, tables: np.ndarray, block_size: int) -> np.ndarray:
+    """(T,) slot of each new token: block_table[p // block_size] * block_size + p % block_size."""
+    seq_of_token, pos = token_positions(np.asarray(q_lens), np.asarray(context_lens))
+    return tables[seq_of_token, pos // block_size] * block_size + pos % block_size
+
+
+@dataclass
+class PaddedGroup:
+    """Sequences of one kind (decodes, or prefill chunks) laid out (b, Lq) for SDPA. Built on the host
+    once per step; forward() only indexes with it, so every shape comes from a tensor."""
+
+    q_index: torch.Tensor | None  # (b, Lq) int64: the token of T at each padded query (padding repeats a
+    # real one); None for a batch of decodes alone, whose flat layout is already (B, 1)
+    kv_index: torch.Tensor  # (b, nb) blocks (paged) or (b, Lk) slots (contiguous) or tokens (no cache)
+    mask: torch.Tensor  # (b, Lq, Lk) bool: key j visible to the query at position p iff j <= p, j < ctx
+    out_index: torch.Tensor | None  # (T_g,) int64: row * Lq + col of each real query; None if Lq == 1
+    tokens: torch.Tensor | None  # (T_g,) int64: where the group's tokens sit in T; None: the whole batch
+
+
+@dataclass
+class AttentionMetadata:
+    """What a padded torch backend's forward() reads, prepared once per step for all layers."""
+
+    slot_mapping: torch.Tensor  # (T,) int64: where this step's K/V go (empty without a cache)
+    groups: tuple[PaddedGroup, ...]  # one, or two for a mixed batch: decodes apart from prefill chunks
+    step: StepInputs | None = None  # what it was built from (for reading, in notebooks; forward never does)

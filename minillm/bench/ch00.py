@@ -57,10 +57,11 @@ def measure(bench: Bench) -> dict:
     hf = hf_model_for(llm, bench.model, bench.load_format)
     if bench.load_format == "dummy":  # same weights in both, so the logits can be compared
         _copy_weights(ours, hf)
-    runner = ModelRunner(ours, NoCacheAttention(), None, device)
+    lengths = [n for n in s["lengths"] if n <= cfg.max_position_embeddings]
+    runner = ModelRunner(ours, NoCacheAttention(), None, device, max_num_tokens=max(lengths))
     g = torch.Generator().manual_seed(0)
     rows = []
-    for L in [n for n in s["lengths"] if n <= cfg.max_position_embeddings]:
+    for L in lengths:
         ids = torch.randint(16, cfg.vocab_size, (L,), generator=g).tolist()
         inputs, positions, meta, _ = runner.prepare(ScheduledBatch([Sequence(0, ids, SamplingParams())], [L]))
         hf_ids = torch.tensor([ids], device=device)

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import torch
 
-from minillm.attention.metadata import AttentionMetadata
-from minillm.attention.sdpa import PaddedSDPA
-
 
 class ContiguousKVCache:
     def __init__(self, num_layers, num_rows, max_model_len, num_kv_heads, head_dim, dtype, device):
@@ -24,7 +21,8 @@ class ContiguousKVCache:
                 "or lower max_model_len"
             )
         self.num_rows, self.max_model_len = num_rows, max_model_len
-        shape = (num_rows, max_model_len, num_kv_heads, head_dim)
+        self.dummy_block = num_rows  # one spare row that padded tokens write into (see PagedKVCache)
+        shape = (num_rows + 1, max_model_len, num_kv_heads, head_dim)
         # zeros, not empty: masked slots still meet V in the product, and 0 * NaN from stale memory is NaN
         self.k_cache = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.v_cache = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
@@ -57,21 +55,4 @@ class ContiguousKVCache:
 
     @property
     def bytes_reserved(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.k_cache + self.v_cache)
-
-
-class ContiguousAttention(PaddedSDPA):
-    """Write the new K/V into each sequence's row, then attend over the row's first context_len slots."""
-
-    def __init__(self, kv: ContiguousKVCache):
-        self.kv = kv
-
-    def forward(self, layer_idx: int, q, k, v, meta: AttentionMetadata) -> torch.Tensor:
-        k_cache, v_cache = self.kv.k_cache[layer_idx], self.kv.v_cache[layer_idx]  # (rows, L, nkv, d)
-        nkv, d = k.shape[1:]
-        k_cache.view(-1, nkv, d)[meta.slot_mapping] = k  # (rows*L, nkv, d) indexed by slot
-        v_cache.view(-1, nkv, d)[meta.slot_mapping] = v
-        rows = meta.block_tables[:, 0]  # (B,)
-        k_rows = k_cache[rows, : meta.max_context_len]  # (B, Lk, nkv, d)
-        v_rows = v_cache[rows, : meta.max_context_len]
-        return self.attend(q, k_rows, v_rows, meta)
+        return sum(t[: self.num_rows].numel() * t.element_size() for t in self.k_cache + self.v_cache)

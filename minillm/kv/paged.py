@@ -24,8 +24,6 @@ from dataclasses import dataclass
 
 import torch
 
-from minillm.attention.metadata import AttentionMetadata
-from minillm.attention.sdpa import PaddedSDPA
 from minillm.request import Sequence
 
 
@@ -172,7 +170,11 @@ class PagedKVCache:
             raise ValueError(f"kv_cache_tokens holds no block of block_size={block_size} tokens")
         self.block_size = block_size
         self.manager = manager_cls(num_blocks, block_size)
-        shape = (num_blocks, block_size, num_kv_heads, head_dim)
+        # One block more than the manager hands out: the dummy block. Padded rows of a step (a bucketed
+        # batch, a CUDA graph's spare rows) write their K/V there and padded block-table entries point
+        # there, so nothing padded ever lands in a real block.
+        self.dummy_block = num_blocks
+        shape = (num_blocks + 1, block_size, num_kv_heads, head_dim)
         # zeros: slots past a context length are masked, but 0 * NaN from stale memory would still be NaN
         self.k_cache = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.v_cache = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
@@ -193,30 +195,3 @@ class PagedKVCache:
         used = sum(filled.values())
         allocated = (self.num_blocks - self.manager.num_free_blocks) * self.block_size
         return used, allocated, self.num_blocks * self.block_size
-
-
-class PagedAttention(PaddedSDPA):
-    """The torch reference for paged attention: write new K/V through slot_mapping, gather each
-    sequence's blocks through its block table, and attend with padded SDPA. Chapter 7 replaces the
-    gather-and-pad with Triton kernels that read blocks in place."""
-
-    def __init__(self, kv: PagedKVCache):
-        self.kv = kv
-
-    def forward(self, layer_idx: int, q, k, v, meta: AttentionMetadata) -> torch.Tensor:
-        k_cache, v_cache = self.kv.k_cache[layer_idx], self.kv.v_cache[layer_idx]  # (N, bs, nkv, d)
-        N, bs, nkv, d = k_cache.shape
-        k_cache.view(-1, nkv, d)[meta.slot_mapping] = k  # (N*bs, nkv, d) indexed by slot
-        v_cache.view(-1, nkv, d)[meta.slot_mapping] = v
-        groups = meta.split_decodes()  # mixed batches (chapter 4): decodes apart from prefill chunks
-        out = q if len(groups) == 1 else torch.empty_like(q)
-        for sub, tokens in groups:
-            num_blocks = -(-sub.max_context_len // bs)
-            tables = sub.block_tables[:, :num_blocks]  # (b, nb)
-            b = tables.shape[0]
-            k_seq = k_cache[tables].view(b, num_blocks * bs, nkv, d)  # (b, nb*bs, nkv, d), logical order
-            v_seq = v_cache[tables].view(b, num_blocks * bs, nkv, d)
-            if tokens is None:
-                return self.attend(q, k_seq, v_seq, sub)
-            out[tokens] = self.attend(q[tokens], k_seq, v_seq, sub)
-        return out

@@ -2,8 +2,10 @@
 
 The model runs over a *flat* batch: every token of every sequence in one dimension T, with its
 position. Attention is the only layer that needs to know which tokens belong together and where the
-KV cache lives; it is delegated to an attention backend (see minillm/attention) that receives the
-batch metadata built by the model runner. Everything else (embeddings, RMSNorm, rotary, MLP) is
+KV cache lives; it is delegated to an attention backend, the one interface the model calls
+(minillm/attention/backend.py: `forward(layer_idx, q, k, v, meta)`), with the metadata its prepare()
+built for the step. The forward is tensor work only: no value is read back from the device and no shape
+comes from a Python int, so torch.compile traces it whole (chapter 6). Everything else (embeddings, RMSNorm, rotary, MLP) is
 token-wise, so the same code serves prefill, decode, and mixed batches.
 
 Differences between the families, as flags on ModelConfig:
@@ -22,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from minillm.attention.backend import AttentionBackend
 from minillm.model.configs import ModelConfig
 
 
@@ -105,7 +108,7 @@ class Attention(nn.Module):
             self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
         self.qk_norm = cfg.qk_norm
 
-    def forward(self, x, cos_sin, attn_backend, meta) -> torch.Tensor:
+    def forward(self, x, cos_sin, attn_backend: AttentionBackend, meta) -> torch.Tensor:
         T = x.shape[0]
         nh, nkv, d = self.num_heads, self.num_kv_heads, self.head_dim
         qkv = self.qkv_proj(x)  # (T, (nh + 2 nkv) d)
@@ -142,7 +145,7 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos_sin, attn_backend, meta):
+    def forward(self, x, cos_sin, attn_backend: AttentionBackend, meta):
         x = x + self.self_attn(self.input_layernorm(x), cos_sin, attn_backend, meta)
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -161,7 +164,9 @@ class CausalLM(nn.Module):
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, attn_backend, meta) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, attn_backend: AttentionBackend, meta
+    ) -> torch.Tensor:
         """input_ids, positions: (T,) -> hidden states (T, hidden)."""
         x = self.embed_tokens(input_ids)  # (T, H)
         cos_sin = self.rotary(positions)  # gathered once, used by every layer

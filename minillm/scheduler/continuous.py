@@ -127,3 +127,10 @@ class ContinuousScheduler:
     def finish(self, seq: Sequence) -> None:
         self.running.remove(seq)
         self.blocks.free(seq)
+
+    def abort(self, seq: Sequence) -> None:
+        """Drop a request wherever it is: out of the waiting queue, or out of the batch with its blocks."""
+        if seq in self.running:
+            self.finish(seq)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)

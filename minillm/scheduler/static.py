@@ -56,6 +56,13 @@ class StaticScheduler:
         if all(s.is_finished for s in self.batch):
             self._release_batch()
 
+    def abort(self, seq: Sequence) -> None:
+        """Drop a request: out of the waiting queue, or (already marked finished) out of the batch."""
+        if seq in self.waiting:
+            self.waiting.remove(seq)
+        elif seq in self.batch:
+            self.finish(seq)
+
     def _admit(self) -> None:
         limit = self.max_num_seqs if self.kv is None else min(self.max_num_seqs, self.kv.num_free_rows)
         budget = self.max_num_batched_tokens

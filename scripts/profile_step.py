@@ -178,6 +178,73 @@ def cmd_run(args):
     (out / f"{args.label}.json").write_text(json.dumps(result, indent=1))
 
 
+def cmd_diagnose(args):
+    """Two checks behind the headline figures. (a) Where workload 3's time goes: every step synchronised
+    and classed as decode-only or with prefill tokens. (b) Numerics: the logits of every step of a small
+    chunked, mixed workload, saved so that two versions can be compared step by step."""
+    import numpy as np
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    llm = make_llm(device, args.quick)
+    n = 8 if args.quick else 1
+    engine = llm.engine
+    run_requests(llm, requests(4, 64, 8))
+    rng = random.Random(1)
+    reqs = requests(
+        256 // n, lambda: rng.randint(100, 1024) // n, lambda: rng.randint(100, 1024) // n, seed=2
+    )
+    from minillm import SamplingParams
+
+    for p, o in reqs:
+        engine.add_request(p, SamplingParams(max_tokens=o, temperature=0.0, ignore_eos=True))
+    kinds: dict[str, list[float]] = defaultdict(list)
+    while engine.has_unfinished():
+        sync()
+        t = time.perf_counter()
+        engine.step()
+        sync()
+        st = engine.step_stats[-1]
+        kind = "decode only" if st.num_tokens == st.num_seqs else "with prefill"
+        kinds[kind].append(time.perf_counter() - t)
+    steps = {
+        k: {"steps": len(v), "total_s": sum(v), "median_ms": statistics.median(v) * 1e3}
+        for k, v in kinds.items()
+    }
+    print(args.label, "workload 3 by step kind", steps, flush=True)
+    captured = []
+    model = engine.runner.model
+    compute_logits = model.compute_logits
+    model.compute_logits = lambda h: captured.append(compute_logits(h).float().cpu()) or captured[-1]
+    small = requests(16, lambda: rng.randint(50, 600), 24, seed=3)
+    engine.reconfigure(max_num_batched_tokens=512)
+    run_requests(llm, small)
+    del model.compute_logits
+    np.savez(out / f"{args.label}_logits.npz", *[c.numpy() for c in captured])
+    (out / f"{args.label}_steps.json").write_text(json.dumps(steps, indent=1))
+
+
+def cmd_compare(args):
+    import numpy as np
+
+    a, b = (np.load(Path(args.dir) / f"{label}_logits.npz") for label in ("before", "after"))
+    rows = []
+    for i, key in enumerate(a.files):
+        x, y = a[key], b[key]
+        if x.shape != y.shape:
+            rows.append(f"step {i}: shapes differ {x.shape} {y.shape}: the runs diverged")
+            break
+        diff = float(np.abs(x - y).max())
+        same = int((x.argmax(-1) == y.argmax(-1)).sum())
+        rows.append(
+            f"step {i}: rows {x.shape[0]}, max |logit diff| {diff:.3g}, argmax equal {same}/{x.shape[0]}"
+        )
+    text = "\n".join(rows)
+    print(text)
+    (Path(args.dir) / "logits_compare.txt").write_text(text + "\n")
+
+
 def cmd_table(args):
     runs = [json.loads(p.read_text()) for p in sorted(Path(args.dir).glob("*.json"))]
     runs.sort(key=lambda r: r["label"] != "before")
@@ -221,10 +288,16 @@ def main(argv=None):
     r.add_argument("--out", required=True)
     r.add_argument("--label", default="after")
     r.add_argument("--quick", action="store_true", help="the default model, sizes / 8: a CPU smoke run")
+    d = sub.add_parser("diagnose")
+    d.add_argument("--out", required=True)
+    d.add_argument("--label", default="after")
+    d.add_argument("--quick", action="store_true")
     t = sub.add_parser("table")
     t.add_argument("dir")
+    c = sub.add_parser("compare")
+    c.add_argument("dir")
     args = p.parse_args(argv)
-    {"run": cmd_run, "table": cmd_table}[args.cmd](args)
+    {"run": cmd_run, "table": cmd_table, "diagnose": cmd_diagnose, "compare": cmd_compare}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -111,9 +111,10 @@ def test_stop_token_ids_and_eos(naive):
 
 def test_max_model_len_ends_with_length(model_path):
     llm = LLM(model_path, stage="naive", kv_cache_tokens=1024, max_model_len=40)
-    out = llm.generate(
-        prompt_token_ids=[PROMPTS[2]], sampling_params=SamplingParams(max_tokens=100, temperature=0)
-    )[0]
+    with pytest.warns(UserWarning, match="max_model_len=40"):  # said, not capped silently
+        out = llm.generate(
+            prompt_token_ids=[PROMPTS[2]], sampling_params=SamplingParams(max_tokens=100, temperature=0)
+        )[0]
     assert out.finish_reason == "length" and len(PROMPTS[2]) + len(out.token_ids) == 40
 
 

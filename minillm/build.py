@@ -4,6 +4,8 @@
   prefix_cache   None -> BlockManager | "hash" -> PrefixCachingBlockManager | "radix" -> RadixBlockManager (ch3)
   scheduler      "static" (ch1) | "continuous" (ch2) | "unified" (ch4)
   attention      follows the KV layout: NoCacheAttention | ContiguousAttention | PagedAttention
+  compile        None -> eager | "default" / "max-autotune" -> the forward under Inductor (ch6, compile.py)
+  cuda_graphs    on CUDA: CapturablePagedAttention + CUDAGraphRunner, captured here (ch6, graphs.py)
 
 A later chapter adds its knob's classes here and leaves engine.py alone.
 
@@ -16,10 +18,13 @@ from dataclasses import dataclass
 
 import torch
 
+from minillm.attention.capture import CapturablePagedAttention
 from minillm.attention.contiguous import ContiguousAttention
 from minillm.attention.paged import PagedAttention
 from minillm.attention.sdpa import NoCacheAttention
+from minillm.compile import compile_model
 from minillm.config import EngineConfig
+from minillm.graphs import CUDAGraphRunner
 from minillm.kv.contiguous import ContiguousKVCache
 from minillm.kv.paged import BlockManager, PagedKVCache
 from minillm.kv.prefix_hash import PrefixCachingBlockManager
@@ -79,6 +84,7 @@ def build_stage(c: EngineConfig, model, mc: ModelConfig, max_model_len: int) -> 
     """The KV pool, the attention backend that reads it, the scheduler, and a runner over them."""
     layers, nkv, hd, dtype, dev = mc.num_layers, mc.num_kv_heads, mc.head_dim, c.torch_dtype, c.device
     max_num_tokens = c.max_num_batched_tokens
+    graphs = False
     if c.kv_cache == "none":
         kv, backend = None, NoCacheAttention()
         max_num_tokens = c.max_num_seqs * max_model_len  # every step feeds whole sequences
@@ -88,10 +94,11 @@ def build_stage(c: EngineConfig, model, mc: ModelConfig, max_model_len: int) -> 
         backend = ContiguousAttention(kv)
     else:
         manager = BLOCK_MANAGERS[c.prefix_cache]
+        graphs = c.cuda_graphs and dev.startswith("cuda")
         kv = PagedKVCache(
             layers, num_kv_blocks(c, mc), c.block_size, nkv, hd, dtype, dev, manager_cls=manager
         )
-        backend = PagedAttention(kv)
+        backend = CapturablePagedAttention(kv) if graphs else PagedAttention(kv)
     if c.scheduler == "static":
         scheduler = StaticScheduler(c.max_num_seqs, c.max_num_batched_tokens, kv)
     elif c.scheduler == "continuous":
@@ -100,7 +107,8 @@ def build_stage(c: EngineConfig, model, mc: ModelConfig, max_model_len: int) -> 
         scheduler = UnifiedScheduler(
             c.max_num_seqs, c.max_num_batched_tokens, kv, c.schedule_policy, c.long_prefill_token_threshold
         )
-    runner = ModelRunner(
+    runner_cls = CUDAGraphRunner if graphs else ModelRunner
+    runner = runner_cls(
         model,
         backend,
         kv,
@@ -109,4 +117,8 @@ def build_stage(c: EngineConfig, model, mc: ModelConfig, max_model_len: int) -> 
         max_num_seqs=c.max_num_seqs,
         max_model_len=max_model_len,
     )
+    if c.compile is not None:
+        runner.model_forward = compile_model(model, c.compile)
+    if isinstance(runner, CUDAGraphRunner):
+        runner.capture()  # at start-up: compiles (if asked) and records every decode graph
     return StageParts(kv, scheduler, runner)

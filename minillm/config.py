@@ -44,6 +44,9 @@ class EngineConfig:
     # "naive": walk the vocabulary at every step | "indexed": a precomputed token index (Outlines) |
     # "compressed": the index + jump-forward over forced text (SGLang's compressed FSM)
     constrained_decoding: str | None = None
+    # Chapter 6: None (eager) | "default" | "max-autotune": the model step compiled by Inductor
+    compile: str | None = None
+    cuda_graphs: bool = False  # on CUDA: decode steps replayed as CUDA graphs captured at start-up
 
     def __post_init__(self):
         positive = ("kv_cache_tokens", "block_size", "max_num_seqs", "max_num_batched_tokens")
@@ -89,6 +92,12 @@ class EngineConfig:
                 "constrained_decoding='compressed' re-prefills a request after a jump forward and reuses its"
                 " K/V through the prefix cache: it needs a prefix_cache and a continuous or unified scheduler"
             )
+        if self.compile not in (None, "default", "max-autotune"):
+            raise ValueError(f"compile must be None, 'default' or 'max-autotune', got {self.compile!r}")
+        if not isinstance(self.cuda_graphs, bool):
+            raise ValueError(f"cuda_graphs must be True or False, got {self.cuda_graphs!r}")
+        if self.cuda_graphs and self.kv_cache != "paged":
+            raise ValueError("cuda_graphs=True captures paged decode steps: it needs kv_cache='paged'")
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
         if self.gpu_memory_utilization is not None and self.device == "cpu":
@@ -137,5 +146,17 @@ STAGES: dict[str, dict] = {
         schedule_policy="lpm",
         constrained_decoding="compressed",
     ),
+    # ch6: CUDA graphs apply on CUDA only; on a CPU the stage compiles and runs without them
+    "compiled": dict(
+        kv_cache="paged",
+        scheduler="unified",
+        prefix_cache="radix",
+        schedule_policy="lpm",
+        constrained_decoding="compressed",
+        compile="default",
+        cuda_graphs=True,
+    ),
 }
-DEFAULT_STAGE = list(STAGES)[-1]  # LLM() runs the most advanced stage that has landed
+# LLM() runs the most advanced stage that starts at once: `compiled` spends its first minute or two
+# compiling (and capturing on a GPU), so it is asked for by name.
+DEFAULT_STAGE = "fsm"

@@ -53,6 +53,7 @@ class ModelRunner:
         slot mapping. max_num_tokens: most tokens in one step (the no-cache baseline feeds whole
         sequences, so it may need max_num_seqs * max_model_len)."""
         self.model, self.attn_backend, self.kv, self.device = model, attn_backend, kv, device
+        self.model_forward = model  # chapter 6 puts the compiled forward here
         self.block_size = kv.block_size if kv is not None else 0
         self.dummy_block = kv.dummy_block if kv is not None else 0
         self.max_num_tokens, self.max_num_seqs = max_num_tokens, max_num_seqs
@@ -75,6 +76,12 @@ class ModelRunner:
     def prepare(self, batch: ScheduledBatch, sample: list[int] | None = None):
         """Fill the buffers for this batch. Returns (input_ids (T,), positions (T,), the backend's
         metadata, logits_indices (S,)); sample lists the batch rows that sample (default: all)."""
+        input_ids, positions, step, logits_indices = self.fill(batch, sample)
+        meta = self.attn_backend.prepare(step) if self.attn_backend is not None else step
+        return input_ids, positions, meta, logits_indices
+
+    def fill(self, batch: ScheduledBatch, sample: list[int] | None = None):
+        """Copy this batch into the front of the buffers: (input_ids, positions, StepInputs, logits_indices)."""
         seqs = batch.seqs
         B = len(seqs)
         q_lens = np.asarray(batch.num_new_tokens, dtype=np.int64)  # (B,)
@@ -107,19 +114,18 @@ class ModelRunner:
             block_size=self.block_size,
             dummy_block=self.dummy_block,
         )
-        meta = self.attn_backend.prepare(step) if self.attn_backend is not None else step
         logits_indices = self._fill(self.logits_indices, (cu[1:] - 1)[rows])
         return (
             self._fill(self.input_ids, input_ids),
             self._fill(self.positions, positions),
-            meta,
+            step,
             logits_indices,
         )
 
     @torch.inference_mode()
     def forward(self, input_ids, positions, meta, logits_indices) -> torch.Tensor:
         """float32 logits (S, V) at logits_indices."""
-        hidden = self.model(input_ids, positions, self.attn_backend, meta)  # (T, H)
+        hidden = self.model_forward(input_ids, positions, self.attn_backend, meta)  # (T, H)
         return self.model.compute_logits(hidden[logits_indices])  # (S, V)
 
     def execute(self, batch: ScheduledBatch, sample: list[int] | None = None) -> torch.Tensor:

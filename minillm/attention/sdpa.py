@@ -107,7 +107,7 @@ class PaddedSDPA:
         nh, d = q.shape[1:]
         q_pad = q[:, None] if g.q_index is None else q[g.q_index]  # (b, Lq, nh, d)
         o = F.scaled_dot_product_attention(
-            q_pad.transpose(1, 2),  # (b, nh, Lq, d)
+            q_pad.transpose(1, 2).contiguous(),  # (b, nh, Lq, d): a layout Inductor lowers SDPA for
             k.transpose(1, 2),  # (b, nkv, Lk, d)
             v.transpose(1, 2),
             attn_mask=g.mask[:, None],  # (b, 1, Lq, Lk): one mask for every head

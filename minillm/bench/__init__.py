@@ -15,6 +15,7 @@ CHAPTERS = {
     3: "minillm.bench.ch03",
     4: "minillm.bench.ch04",
     5: "minillm.bench.ch05",
+    6: "minillm.bench.ch06",
 }
 
 

@@ -1,0 +1,130 @@
+"""Chapter 6: the inspecting backend sees planted breaks and recompiles; stage compiled emits the same
+tokens as stage unified over a real mixed run without a recompile storm; the CUDA-graph data path
+(padded rows, buckets, the dummy block, the fallback for wide tables) equals eager on the CPU."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import torch._dynamo
+
+from minillm import LLM, SamplingParams
+from minillm.attention.capture import CapturablePagedAttention
+from minillm.compile import InspectingBackend
+from minillm.graphs import CUDAGraphRunner, capture_batch_sizes, capture_widths
+
+pytestmark = pytest.mark.ch6
+
+
+def test_inspecting_backend_reports_breaks_and_recompiles():
+    def f(x):
+        y = x.sin() + 1
+        if y.sum().item() > 0:  # reading a tensor back: a graph break
+            y = y * 2
+        return y.cos()
+
+    torch._dynamo.reset()
+    with InspectingBackend() as b:
+        g = torch.compile(f, backend=b)
+        for n in (4, 5, 6):  # 4 -> 5 fails a size guard once; then the size is symbolic
+            x = torch.randn(n)
+            torch.testing.assert_close(g(x), f(x))
+    report = b.report()
+    assert len(b.breaks) >= 1 and "item" in b.breaks[0].reason and "y.sum().item()" in b.breaks[0].line
+    assert any("size" in r for r in b.recompiles), b.recompiles
+    assert len(b.graphs) >= 2 and b.graphs[0].op_counts["sin"] + b.graphs[0].op_counts[".sin"] == 1
+    assert "graph break" in report and "recompile" in report
+    torch._dynamo.reset()
+
+
+def mixed_run(llm, steps: int = 60, seed: int = 0) -> tuple[dict[int, list[int]], set[str]]:
+    """A request every 5 steps (prompts up to 3 chunks), so batches are prefill-only, decode-only
+    and mixed; returns every finished request's tokens and the kinds of batch seen."""
+    engine, rng = llm.engine, random.Random(seed)
+    done, kinds = {}, set()
+    for step in range(steps):
+        if step % 5 == 0:
+            prompt = [rng.randrange(3, 300) for _ in range(rng.randint(1, 70))]
+            params = SamplingParams(max_tokens=rng.randint(1, 24), temperature=0.0, ignore_eos=True)
+            engine.add_request(prompt, params)
+        done.update({o.request_id: o.token_ids for o in engine.step() if o.finished})
+        b = engine.step_stats[-1]
+        kinds.add("decode" if b.num_tokens == b.num_seqs else "prefill" if b.num_seqs == 1 else "mixed")
+    return done, kinds
+
+
+def test_compiled_stage_equals_unified_without_recompile_storm(tiny_path):
+    opts = dict(max_num_batched_tokens=32, kv_cache_tokens=2048, max_num_seqs=8)
+    eager, kinds = mixed_run(LLM(tiny_path, stage="unified", **opts))
+    assert kinds >= {"decode", "mixed"}
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled, _ = mixed_run(LLM(tiny_path, stage="compiled", **opts))
+    counters = {k: dict(v) for k, v in torch._dynamo.utils.counters.items()}
+    torch._dynamo.reset()
+    assert not counters.get("unimplemented"), counters["unimplemented"]  # no break, no fallback
+    assert counters["stats"]["unique_graphs"] <= 6, counters["stats"]  # batch structures, not shapes
+    assert compiled == eager
+
+
+def graph_llm(tiny_path, **opts):
+    """Stage unified with its runner swapped for a simulated CUDAGraphRunner (no graph, same buffers)."""
+    llm = LLM(tiny_path, stage="unified", **opts)
+    e = llm.engine
+    runner = CUDAGraphRunner(
+        e.model,
+        CapturablePagedAttention(e.kv),
+        e.kv,
+        "cpu",
+        max_num_tokens=e.config.max_num_batched_tokens,
+        max_num_seqs=e.config.max_num_seqs,
+        max_model_len=e.max_model_len,
+        batch_sizes=[1, 2, 4, 8],
+        widths=[2, 4],  # tables wider than 4 blocks (16 tokens at block_size 4) fall back to eager
+        simulate=True,
+    )
+    runner.capture()
+    e.runner = runner
+    return llm
+
+
+def test_graph_replay_equals_eager(tiny_path):
+    opts = dict(max_num_batched_tokens=64, kv_cache_tokens=1024, max_num_seqs=8, block_size=4)
+    rng = random.Random(1)
+    prompts = [[rng.randrange(3, 300) for _ in range(rng.randint(1, 9))] for _ in range(7)]
+    # different lengths: sequences finish mid-batch, so the batch shrinks between buckets (7, 6, 5, 3)
+    params = [SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True) for n in (3, 9, 4, 14, 6, 11, 2)]
+    want = LLM(tiny_path, stage="unified", **opts).generate(prompt_token_ids=prompts, sampling_params=params)
+    llm = graph_llm(tiny_path, **opts)
+    got = llm.generate(prompt_token_ids=prompts, sampling_params=params)
+    assert [o.token_ids for o in got] == [o.token_ids for o in want]
+    runner = llm.engine.runner
+    assert runner.num_replays > 0  # decode steps replayed (and wide tables fell back to eager)
+
+
+def test_padded_rows_write_only_the_dummy_block(tiny_path):
+    llm = graph_llm(tiny_path, max_num_batched_tokens=64, kv_cache_tokens=1024, max_num_seqs=8, block_size=4)
+    engine, kv = llm.engine, llm.engine.kv
+    for p in ([5, 6, 7], [8, 9], [10, 11, 12, 13, 14]):
+        engine.add_request(p, SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True))
+    engine.step()  # prefill, eager
+    before = [t.clone() for t in kv.k_cache]
+    batch_rows = len(engine.scheduler.running)
+    engine.step()  # 3 decodes in the 4-row graph: one padded row
+    assert engine.runner.num_replays == 1
+    written = {s.block_table[(s.num_computed_tokens - 1) // 4] for s in engine.scheduler.running}
+    for layer, (old, new) in enumerate(zip(before, kv.k_cache)):
+        changed = {b for b in range(kv.num_blocks + 1) if not torch.equal(old[b], new[b])}
+        assert changed <= written | {kv.dummy_block}, (layer, changed)
+        assert kv.dummy_block in changed  # the padded row wrote there
+    assert batch_rows == 3
+
+
+def test_capture_sizes():
+    assert capture_batch_sizes(64) == [1, 2, 4, 8, 16, 32, 48, 64]
+    assert capture_batch_sizes(3) == [1, 2, 3]
+    assert capture_batch_sizes(20) == [1, 2, 4, 8, 16, 20]
+    assert capture_widths(128, 16) == [16, 32, 64, 128]
+    assert capture_widths(4, 16) == [4]

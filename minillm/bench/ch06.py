@@ -126,6 +126,7 @@ def measure(bench: Bench) -> dict:
         vocab = min(llm.engine.model_config.vocab_size, 8000)  # ids the default tokenizer also knows
         # each workload draws its own random prompts: none shares a cached block with another
         for name, wl in workloads(s, vocab).items():
+            llm.engine.step_stats.clear()  # the step split below is this workload's
             res = run_llm(llm, wl, f"{label}: {name}", progress=bench.progress)
             tpot = [m.tpot * 1e3 for m in res.metrics if m.num_output_tokens > 1]
             ref = reference.setdefault(name, res.token_ids)

@@ -56,8 +56,17 @@ class CUDAGraphRunner(ModelRunner):
     """A ModelRunner whose decode-only steps replay captured graphs. attn_backend must implement
     GraphCaptureBackend (CapturablePagedAttention)."""
 
-    def __init__(self, *args, batch_sizes=None, widths=None, max_capture_keys=MAX_CAPTURE_KEYS, **kwargs):
-        simulate = kwargs.pop("simulate", None)
+    def __init__(
+        self,
+        *args,
+        batch_sizes: list[int] | None = None,
+        widths: list[int] | None = None,
+        max_capture_keys: int = MAX_CAPTURE_KEYS,
+        simulate: bool | None = None,
+        **kwargs,
+    ):
+        """args, kwargs: ModelRunner's. batch_sizes, widths: the capture grid (default: see above).
+        simulate: no graph, the same buffers run eagerly (default: on any device but CUDA)."""
         super().__init__(*args, **kwargs)
         self.simulate = not str(self.device).startswith("cuda") if simulate is None else simulate
         self.batch_sizes = batch_sizes or capture_batch_sizes(self.max_num_seqs)

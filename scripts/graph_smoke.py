@@ -31,4 +31,4 @@ runner.forward = counting_forward
 got = llm.generate(prompt_token_ids=prompts, sampling_params=params)
 same = sum(a.token_ids == b.token_ids for a, b in zip(got, want))
 print(f"replays {runner.num_replays}; outputs equal to unified: {same}/{len(prompts)}")
-print(f"allocations during replayed forwards: {sum(counts[-runner.num_replays:])} (expect 0)")
+print(f"allocations during replayed forwards: {sum(counts[-runner.num_replays :])} (expect 0)")

@@ -65,5 +65,6 @@ def test_unified_forward_compiles_without_recompile_storm(tiny_path):
     torch._dynamo.reset()
     assert not counters.get("unimplemented"), counters["unimplemented"]  # no graph break, no fallback
     assert counters["frames"]["total"] == counters["frames"]["ok"] == len(graphs)
-    assert len(graphs) <= 4, f"{len(graphs)} graphs: the forward guards on something that changes per step"
+    # one graph per batch structure (prefill, decode, mixed) and a few size-1 cases, never one per shape
+    assert len(graphs) <= 6, f"{len(graphs)} graphs: the forward guards on something that changes per step"
     assert compiled == eager

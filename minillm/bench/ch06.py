@@ -4,6 +4,9 @@ Variants, all on the same weights and workloads (greedy, EOS ignored, requests a
   unified             stage unified: eager PyTorch, every kernel launched from Python
   compiled            compile="default", cuda_graphs=False: Inductor fuses the element-wise ops
   compiled + graphs   stage compiled: the above, and decode steps replayed as CUDA graphs (CUDA only)
+  transformers        generate (eager, dynamic cache) and, on CUDA, with a static cache, with which
+                      generate compiles the forward: the path a transformers user takes
+                      (the equal-length workloads only: generate batches statically)
 Workloads: batch 1 (one decode stream), a batch of equal requests, and requests with prompt and output
 lengths uniform in a range (nano-vllm's benchmark at full scale: 256 requests, 100-1024 each way).
 Reported per variant and workload: output tok/s, TPOT p50/p99, the per-step split of host time (schedule
@@ -20,14 +23,17 @@ import json
 import statistics
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
+from minillm.bench.ch01 import copy_bandwidth, hf_model_for
 from minillm.bench.common import Bench
 from minillm.bench.metrics import percentile
 from minillm.bench.report import markdown_table, pyplot, save_figure
-from minillm.bench.runner import run_llm
+from minillm.bench.runner import run_hf_generate, run_llm
 from minillm.bench.workloads import fixed, random_lengths
+from minillm.model.loader import read_config
 
 SCALES = {
     "quick": dict(batch1=(1, 32, 48), batch=(8, 32, 32), mixed=(16, 64), max_model_len=512, max_num_seqs=16),
@@ -40,23 +46,6 @@ VARIANTS = {  # label -> (stage, engine options); the reference first
     "compiled + graphs": ("compiled", {}),
     "compiled": ("compiled", dict(cuda_graphs=False)),
 }
-
-
-def copy_bandwidth(device: str) -> float | None:
-    """Bytes/s of a large device-to-device copy (read + write), the ceiling a decode step streams at."""
-    if not device.startswith("cuda"):
-        return None
-    x = torch.empty(1 << 28, dtype=torch.uint8, device=device)  # 256 MiB
-    y = torch.empty_like(x)
-    y.copy_(x)
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(10):
-        t0 = time.perf_counter()
-        y.copy_(x)
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return 2 * x.numel() / statistics.median(times)
 
 
 def roofline_tok_s(llm, num_seqs: int, mean_context: float, bandwidth: float) -> float:
@@ -108,16 +97,18 @@ def measure(bench: Bench) -> dict:
     bandwidth = copy_bandwidth(bench.device)
     rows, reference = [], {}
     Path(bench.out).mkdir(parents=True, exist_ok=True)
+    positions = read_config(bench.model, bench.load_format)[0].max_position_embeddings
+    max_model_len = min(s["max_model_len"], positions)
     for label, (stage, options) in VARIANTS.items():
         if label.endswith("graphs") and not cuda:
             continue  # CUDA graphs need CUDA: on a CPU stage compiled runs without them
         t0 = time.perf_counter()
         llm = bench.llm(
             stage,
-            max_model_len=s["max_model_len"],
+            max_model_len=max_model_len,
             max_num_seqs=s["max_num_seqs"],
             max_num_batched_tokens=8192,
-            kv_cache_tokens=s["max_num_seqs"] * s["max_model_len"],
+            kv_cache_tokens=s["max_num_seqs"] * max_model_len,
             **options,
         )
         warm_up_structures(llm)
@@ -150,14 +141,59 @@ def measure(bench: Bench) -> dict:
                 mean_ctx = statistics.fmean(len(r.prompt_token_ids) + r.max_tokens / 2 for r in reqs)
                 concurrency = min(len(reqs), s["max_num_seqs"])
                 row["roofline_frac"] = row["tok_s"] / roofline_tok_s(llm, concurrency, mean_ctx, bandwidth)
-            rows.append(row)
-            with open(Path(bench.out) / "ch06_rows.jsonl", "a") as f:  # kept if a long run is cut short
-                f.write(json.dumps(row) + "\n")
-            print(f"{label:>18} | {name:>14} | {row['tok_s']:9.1f} tok/s", flush=True)
-        del llm
+            rows.append(keep(bench, row))
+        shape = SimpleNamespace(config=llm.config, vocab=vocab)  # for transformers' copy of the model
+        del llm, runner
         if cuda:
             torch.cuda.empty_cache()
-    return {"rows": rows, "copy_bandwidth": bandwidth, "scale": s}
+    rows += transformers_rows(bench, shape, s, cuda)
+    ours = [r["token_agreement"] for r in rows if "token_agreement" in r]
+    return {
+        "rows": rows,
+        "copy_bandwidth": bandwidth,
+        "scale": s,
+        "max_model_len": max_model_len,
+        "token_identical": all(a == 1.0 for a in ours),  # float32 on a CPU: every variant, every token
+    }
+
+
+def transformers_rows(bench: Bench, shape, s: dict, cuda: bool) -> list[dict]:
+    """transformers' generate on the equal-length workloads, one static batch each."""
+    hf = hf_model_for(shape, bench.model, bench.load_format)
+    vocab = shape.vocab
+    rows = []
+    variants = (
+        {"transformers": None, "transformers static + compile": "static"} if cuda else {"transformers": None}
+    )
+    for label, cache in variants.items():
+        for name, wl in list(workloads(s, vocab).items())[:2]:
+            res = run_hf_generate(
+                hf,
+                wl,
+                len(wl.requests),
+                f"{label}: {name}",
+                progress=bench.progress,
+                cache_implementation=cache,
+            )
+            tpot = [m.tpot * 1e3 for m in res.metrics if m.num_output_tokens > 1]
+            n_out = sum(m.num_output_tokens for m in res.metrics)
+            row = {
+                "variant": label,
+                "workload": name,
+                "tok_s": n_out / res.duration,
+                "tpot_p50_ms": percentile(tpot, 50),
+                "tpot_p99_ms": percentile(tpot, 99),
+            }
+            rows.append(keep(bench, row))
+    return rows
+
+
+def keep(bench: Bench, row: dict) -> dict:
+    """Print a row and append it to ch06_rows.jsonl at once: kept if a long run is cut short."""
+    with open(Path(bench.out) / "ch06_rows.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(f"{row['variant']:>30} | {row['workload']:>14} | {row['tok_s']:9.1f} tok/s", flush=True)
+    return row
 
 
 COLUMNS = [
@@ -183,12 +219,14 @@ def plot(result: dict, path, title: str) -> None:
     width = 0.8 / len(variants)
     for i, v in enumerate(variants):
         xs = [j + i * width for j in range(len(names))]
-        ys = [next(r["tok_s"] for r in rows if r["variant"] == v and r["workload"] == n) for n in names]
+        ys = [
+            next((r["tok_s"] for r in rows if r["variant"] == v and r["workload"] == n), 0.0) for n in names
+        ]
         axes[0].bar(xs, ys, width, label=v)
     axes[0].set(xticks=[j + 0.4 - width / 2 for j in range(len(names))], ylabel="output tok/s", yscale="log")
     axes[0].set_xticklabels(names)
     axes[0].legend(fontsize=8)
-    split = [r for r in rows if r["workload"] == names[0]]
+    split = [r for r in rows if r["workload"] == names[0] and "host_ms" in r]
     axes[1].bar([r["variant"] for r in split], [r["host_ms"] for r in split], label="host")
     axes[1].bar(
         [r["variant"] for r in split],
@@ -214,6 +252,6 @@ def run(model: str, **options) -> dict:
         plot(result, bench.png, title)
         header = (
             f"{title}\n\nGreedy, EOS ignored, all requests queued at once; max_model_len "
-            f"{result['scale']['max_model_len']}, max_num_seqs {result['scale']['max_num_seqs']}."
+            f"{result['max_model_len']}, max_num_seqs {result['scale']['max_num_seqs']}."
         )
         return bench.publish(result, header, markdown_table(result["rows"], COLUMNS))

@@ -86,8 +86,11 @@ def run_hf_generate(
     label: str = "transformers generate",
     *,
     progress: bool = True,
+    cache_implementation: str | None = None,
 ) -> RunResult:
-    """transformers' generate in static batches of batch_size (left-padded), greedy, EOS ignored."""
+    """transformers' generate in static batches of batch_size (left-padded), greedy, EOS ignored.
+    cache_implementation="static": a fixed-size KV cache, with which generate compiles the forward
+    (the path transformers documents for fast generation)."""
     from transformers import StoppingCriteriaList
 
     device = str(hf_model.device)
@@ -111,6 +114,7 @@ def run_hf_generate(
                 do_sample=False,
                 pad_token_id=0,
                 stopping_criteria=StoppingCriteriaList([clock] if clock else []),
+                **({"cache_implementation": cache_implementation} if cache_implementation else {}),
             )
 
     generate(reqs[:1])  # warm-up

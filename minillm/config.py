@@ -146,17 +146,9 @@ STAGES: dict[str, dict] = {
         schedule_policy="lpm",
         constrained_decoding="compressed",
     ),
-    # ch6: CUDA graphs apply on CUDA only; on a CPU the stage compiles and runs without them
-    "compiled": dict(
-        kv_cache="paged",
-        scheduler="unified",
-        prefix_cache="radix",
-        schedule_policy="lpm",
-        constrained_decoding="compressed",
-        compile="default",
-        cuda_graphs=True,
-    ),
 }
+# ch6: stage fsm with the model step compiled; CUDA graphs apply on CUDA only (a CPU compiles without them)
+STAGES["compiled"] = {**STAGES["fsm"], "compile": "default", "cuda_graphs": True}
 # LLM() runs the most advanced stage that starts at once: `compiled` spends its first minute or two
 # compiling (and capturing on a GPU), so it is asked for by name.
 DEFAULT_STAGE = "fsm"

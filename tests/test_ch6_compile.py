@@ -9,6 +9,7 @@ import random
 import pytest
 import torch
 import torch._dynamo
+from mixed_run import mixed_run
 
 from minillm import LLM, SamplingParams
 from minillm.attention.capture import CapturablePagedAttention
@@ -37,22 +38,6 @@ def test_inspecting_backend_reports_breaks_and_recompiles():
     assert len(b.graphs) >= 2 and b.graphs[0].op_counts["sin"] + b.graphs[0].op_counts[".sin"] == 1
     assert "graph break" in report and "recompile" in report
     torch._dynamo.reset()
-
-
-def mixed_run(llm, steps: int = 60, seed: int = 0) -> tuple[dict[int, list[int]], set[str]]:
-    """A request every 5 steps (prompts up to 3 chunks), so batches are prefill-only, decode-only
-    and mixed; returns every finished request's tokens and the kinds of batch seen."""
-    engine, rng = llm.engine, random.Random(seed)
-    done, kinds = {}, set()
-    for step in range(steps):
-        if step % 5 == 0:
-            prompt = [rng.randrange(3, 300) for _ in range(rng.randint(1, 70))]
-            params = SamplingParams(max_tokens=rng.randint(1, 24), temperature=0.0, ignore_eos=True)
-            engine.add_request(prompt, params)
-        done.update({o.request_id: o.token_ids for o in engine.step() if o.finished})
-        b = engine.step_stats[-1]
-        kinds.add("decode" if b.num_tokens == b.num_seqs else "prefill" if b.num_seqs == 1 else "mixed")
-    return done, kinds
 
 
 def test_compiled_stage_equals_unified_without_recompile_storm(tiny_path):

@@ -5,36 +5,24 @@ A counting backend (it records each graph and runs it as traced) keeps this test
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 import torch._dynamo
 import torch.fx.experimental._config as fx_config
+from mixed_run import mixed_run
 
-from minillm import LLM, SamplingParams
+from minillm import LLM
 
 pytestmark = pytest.mark.ch6
 
 
-def unified_run(llm, compiled_forward=None, steps: int = 60) -> dict[int, list[int]]:
-    """60 steps of a unified engine with a request arriving every 5 steps (prompts up to 3 chunks),
-    so batches are prefill-only, decode-only and mixed. Returns every finished request's tokens."""
-    engine = llm.engine
-    model = engine.runner.model
+def unified_run(llm, compiled_forward=None) -> dict[int, list[int]]:
+    """mixed_run's 60 steps, with the model's forward wrapped by compiled_forward if given."""
+    model = llm.engine.runner.model
     if compiled_forward is not None:
         model.forward = compiled_forward(model.forward)
-    rng = random.Random(0)
-    done, kinds = {}, set()
     try:
-        for step in range(steps):
-            if step % 5 == 0:
-                prompt = [rng.randrange(3, 300) for _ in range(rng.randint(1, 70))]
-                params = SamplingParams(max_tokens=rng.randint(1, 24), temperature=0.0, ignore_eos=True)
-                engine.add_request(prompt, params)
-            done.update({o.request_id: o.token_ids for o in engine.step() if o.finished})
-            b = engine.step_stats[-1]
-            kinds.add("decode" if b.num_tokens == b.num_seqs else "prefill" if b.num_seqs == 1 else "mixed")
+        done, kinds = mixed_run(llm)
     finally:
         if compiled_forward is not None:
             del model.forward  # back to the class's forward

@@ -119,17 +119,11 @@ def measure(bench: Bench) -> dict:
         for name, wl in workloads(s, vocab).items():
             llm.engine.step_stats.clear()  # the step split below is this workload's
             res = run_llm(llm, wl, f"{label}: {name}", progress=bench.progress)
-            tpot = [m.tpot * 1e3 for m in res.metrics if m.num_output_tokens > 1]
             ref = reference.setdefault(name, res.token_ids)
             agree = sum(a == b for x, y in zip(ref, res.token_ids) for a, b in zip(x, y))
             total = sum(min(len(x), len(y)) for x, y in zip(ref, res.token_ids))
-            n_out = sum(len(t) for t in res.token_ids)
             row = {
-                "variant": label,
-                "workload": name,
-                "tok_s": n_out / res.duration,
-                "tpot_p50_ms": percentile(tpot, 50),
-                "tpot_p99_ms": percentile(tpot, 99),
+                **throughput(label, name, res),
                 **step_split(llm),
                 "token_agreement": agree / total if total else 1.0,
                 "graph_replays": getattr(runner, "num_replays", None),
@@ -175,17 +169,21 @@ def transformers_rows(bench: Bench, shape, s: dict, cuda: bool) -> list[dict]:
                 progress=bench.progress,
                 cache_implementation=cache,
             )
-            tpot = [m.tpot * 1e3 for m in res.metrics if m.num_output_tokens > 1]
-            n_out = sum(m.num_output_tokens for m in res.metrics)
-            row = {
-                "variant": label,
-                "workload": name,
-                "tok_s": n_out / res.duration,
-                "tpot_p50_ms": percentile(tpot, 50),
-                "tpot_p99_ms": percentile(tpot, 99),
-            }
-            rows.append(keep(bench, row))
+            rows.append(keep(bench, throughput(label, name, res)))
     return rows
+
+
+def throughput(label: str, workload: str, res) -> dict:
+    """Output tok/s over the run's wall time, and TPOT percentiles, of one RunResult."""
+    tpot = [m.tpot * 1e3 for m in res.metrics if m.num_output_tokens > 1]
+    n_out = sum(m.num_output_tokens for m in res.metrics)
+    return {
+        "variant": label,
+        "workload": workload,
+        "tok_s": n_out / res.duration,
+        "tpot_p50_ms": percentile(tpot, 50),
+        "tpot_p99_ms": percentile(tpot, 99),
+    }
 
 
 def keep(bench: Bench, row: dict) -> dict:

@@ -1,0 +1,23 @@
+"""A unified engine run that meets every batch structure: a request every 5 steps (prompts up to
+three chunks of a 32-token budget), so steps are prefill-only, decode-only and mixed."""
+
+from __future__ import annotations
+
+import random
+
+from minillm import SamplingParams
+
+
+def mixed_run(llm, steps: int = 60, seed: int = 0) -> tuple[dict[int, list[int]], set[str]]:
+    """Every finished request's tokens, and the kinds of batch the run saw."""
+    engine, rng = llm.engine, random.Random(seed)
+    done, kinds = {}, set()
+    for step in range(steps):
+        if step % 5 == 0:
+            prompt = [rng.randrange(3, 300) for _ in range(rng.randint(1, 70))]
+            params = SamplingParams(max_tokens=rng.randint(1, 24), temperature=0.0, ignore_eos=True)
+            engine.add_request(prompt, params)
+        done.update({o.request_id: o.token_ids for o in engine.step() if o.finished})
+        b = engine.step_stats[-1]
+        kinds.add("decode" if b.num_tokens == b.num_seqs else "prefill" if b.num_seqs == 1 else "mixed")
+    return done, kinds

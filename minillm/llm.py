@@ -74,6 +74,8 @@ class LLM:
         mine, unfinished = set(ids), set(ids)
         try:
             while unfinished:
+                if not self.engine.has_unfinished():  # aborted from outside (Engine.abort_request)
+                    raise RuntimeError(f"requests {sorted(unfinished)} were aborted before they finished")
                 for out in self.engine.step():
                     if out.request_id in mine:
                         if out.finished:

@@ -137,3 +137,13 @@ def test_step_stats_are_bounded():
     stats = list(llm.engine.step_stats)
     assert len(stats) == GREEDY.max_tokens
     assert set(stats[-1].phase_s) == {"schedule", "prepare", "forward", "sample", "update"}
+
+
+def test_a_request_aborted_from_outside_ends_the_call():
+    llm = LLM(DEFAULT_MODEL, stage="paged", kv_cache_tokens=1024)
+    stream = llm.stream(["def f():"], GREEDY)
+    first = next(stream)
+    llm.engine.abort_request(first.request_id)
+    with pytest.raises(RuntimeError, match="aborted"):
+        next(stream)
+    assert pool_is_free(llm.engine)

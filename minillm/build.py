@@ -4,7 +4,7 @@
   prefix_cache   None -> BlockManager | "hash" -> PrefixCachingBlockManager | "radix" -> RadixBlockManager (ch3)
   scheduler      "static" (ch1) | "continuous" (ch2) | "unified" (ch4)
   attention      follows the KV layout: NoCacheAttention | ContiguousAttention | PagedAttention
-  compile        None -> eager | "default" / "max-autotune" -> the forward under Inductor (ch6, compile.py)
+  compile        None -> eager | "default" / "max-autotune" -> decode steps' forward under Inductor (ch6)
   cuda_graphs    on CUDA: CapturablePagedAttention + CUDAGraphRunner, captured here (ch6, graphs.py)
 
 A later chapter adds its knob's classes here and leaves engine.py alone.
@@ -118,7 +118,7 @@ def build_stage(c: EngineConfig, model, mc: ModelConfig, max_model_len: int) -> 
         max_model_len=max_model_len,
     )
     if c.compile is not None:
-        runner.model_forward = compile_model(model, c.compile)
+        runner.decode_forward = compile_model(model, c.compile)  # decode steps; others stay eager
     if isinstance(runner, CUDAGraphRunner):
         runner.capture()  # at start-up: compiles (if asked) and records every decode graph
     return StageParts(kv, scheduler, runner)

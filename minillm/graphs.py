@@ -110,7 +110,7 @@ class CUDAGraphRunner(ModelRunner):
                 self.graphs[(n, w)] = (graph, logits)
 
     def _run(self, n: int, meta) -> torch.Tensor:
-        hidden = self.model_forward(self.input_ids[:n], self.positions[:n], self.attn_backend, meta)
+        hidden = self.decode_forward(self.input_ids[:n], self.positions[:n], self.attn_backend, meta)
         return self.model.compute_logits(hidden)  # (n, V): every decode row samples
 
     def graph_for(self, batch: ScheduledBatch) -> tuple[int, int] | None:

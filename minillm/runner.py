@@ -53,7 +53,8 @@ class ModelRunner:
         slot mapping. max_num_tokens: most tokens in one step (the no-cache baseline feeds whole
         sequences, so it may need max_num_seqs * max_model_len)."""
         self.model, self.attn_backend, self.kv, self.device = model, attn_backend, kv, device
-        self.model_forward = model  # chapter 6 puts the compiled forward here
+        self.model_forward = model  # the forward of prefill and mixed steps
+        self.decode_forward = model  # of decode-only steps (one token per sequence): chapter 6 compiles it
         self.block_size = kv.block_size if kv is not None else 0
         self.dummy_block = kv.dummy_block if kv is not None else 0
         self.max_num_tokens, self.max_num_seqs = max_num_tokens, max_num_seqs
@@ -125,7 +126,9 @@ class ModelRunner:
     @torch.inference_mode()
     def forward(self, input_ids, positions, meta, logits_indices) -> torch.Tensor:
         """float32 logits (S, V) at logits_indices."""
-        hidden = self.model_forward(input_ids, positions, self.attn_backend, meta)  # (T, H)
+        step = meta if isinstance(meta, StepInputs) else meta.step
+        fwd = self.decode_forward if step is not None and step.is_decode else self.model_forward
+        hidden = fwd(input_ids, positions, self.attn_backend, meta)  # (T, H)
         return self.model.compute_logits(hidden[logits_indices])  # (S, V)
 
     def execute(self, batch: ScheduledBatch, sample: list[int] | None = None) -> torch.Tensor:

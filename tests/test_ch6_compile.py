@@ -50,7 +50,7 @@ def test_compiled_stage_equals_unified_without_recompile_storm(tiny_path):
     counters = {k: dict(v) for k, v in torch._dynamo.utils.counters.items()}
     torch._dynamo.reset()
     assert not counters.get("unimplemented"), counters["unimplemented"]  # no break, no fallback
-    assert counters["stats"]["unique_graphs"] <= 6, counters["stats"]  # batch structures, not shapes
+    assert counters["stats"]["unique_graphs"] <= 2, counters["stats"]  # decode steps only, every batch size
     assert compiled == eager
 
 

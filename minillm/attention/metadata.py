@@ -40,6 +40,11 @@ class StepInputs:
     def num_tokens(self) -> int:
         return int(self.q_lens_host.sum())
 
+    @property
+    def is_decode(self) -> bool:
+        """Every sequence brings exactly one new token: the step CUDA graphs capture."""
+        return self.num_seqs > 0 and bool((self.q_lens_host == 1).all())
+
     @classmethod
     def from_lengths(
         cls,

@@ -6,6 +6,8 @@ minillm generate --kv-cache-tokens 4096 --max-model-len 512 "import os"   # engi
 minillm bench --chapter 1 --quick                      # one chapter's benchmark
 minillm bench --all --quick                            # every landed chapter (the README's main job)
 minillm bench --chapter 1 --device cuda --model qwen3-0.6b --load-format dummy
+minillm serve --stage unified --port 8000              # OpenAI-compatible server (chapter 8)
+minillm bench serve --base-url http://127.0.0.1:8000 --request-rate 4    # serving benchmark, any server
 """
 
 from __future__ import annotations
@@ -106,8 +108,35 @@ def _bench(args) -> None:
         print(f"[chapter {ch}: results in {out}]\n")
 
 
+def _serve(args) -> None:
+    from minillm.server import serve
+
+    engine_options = {k: getattr(args, k) for k in ENGINE_FLAGS if getattr(args, k) is not None}
+    serve(
+        args.model_pos or args.model,
+        stage=args.stage,
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        served_model_name=args.served_model_name,
+        chat_template=args.chat_template,
+        load_format=args.load_format,
+        log_level=args.log_level,
+        device=args.device,
+        dtype=args.dtype,
+        seed=args.seed,
+        **engine_options,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     from minillm import DEFAULT_MODEL
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["bench", "serve"]:  # the serving benchmark has options of its own
+        from minillm.bench.serve import main as bench_serve
+
+        return bench_serve(argv[2:])
 
     parser = argparse.ArgumentParser(prog="minillm", description="An educational LLM inference engine.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -144,7 +173,9 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("prompts", nargs="+")
     g.set_defaults(func=_generate)
 
-    b = sub.add_parser("bench", help="run chapter benchmarks")
+    b = sub.add_parser(
+        "bench", help="run chapter benchmarks", epilog="The serving benchmark: minillm bench serve --help"
+    )
     engine_args(b)
     which = b.add_mutually_exclusive_group(required=True)
     which.add_argument("--chapter", type=int)
@@ -153,6 +184,28 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--out", default="results", help="folder for JSON, markdown and PNG results")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=_bench)
+
+    s = sub.add_parser("serve", help="OpenAI-compatible HTTP server (chapter 8)")
+    engine_args(s)
+    s.add_argument(
+        "model_pos", nargs="?", metavar="MODEL", help="checkpoint folder or named config (or --model)"
+    )
+    s.add_argument("--stage", default=DEFAULT_STAGE, choices=list(STAGES))
+    s.add_argument("--host", default="127.0.0.1", help="default: this machine only")
+    s.add_argument("--port", type=int, default=8000, help="0 picks a free port (the ready line names it)")
+    s.add_argument("--api-key", help="require `Authorization: Bearer KEY` on /v1 routes")
+    s.add_argument("--served-model-name", help="the model's name in the API (default: the folder's name)")
+    s.add_argument(
+        "--chat-template", metavar="FILE", help="a Jinja chat template, for checkpoints without one"
+    )
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    serve_engine = s.add_argument_group("engine (default: the stage's preset)")
+    for name, doc in ENGINE_FLAGS.items():
+        serve_engine.add_argument("--" + name.replace("_", "-"), type=int, metavar="N", help=doc)
+    s.set_defaults(func=_serve)
 
     args = parser.parse_args(argv)
     try:

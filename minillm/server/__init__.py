@@ -52,6 +52,7 @@ def create_server(
     chat_template: str | None = None,
     shutdown_timeout_s: float = 5.0,
     log_level: str = "warning",
+    on_shutdown=None,
 ):
     """(uvicorn.Server, AsyncEngine) for an LLM: the engine loop is already running; serve with
     `server.serve(sockets=[sock])` (await it, or server.run(...) in a thread)."""
@@ -61,7 +62,8 @@ def create_server(
     tokenizer = llm.engine.tokenizer
     source = find_chat_template(tokenizer.path if tokenizer is not None else None, chat_template)
     special = _special_tokens(tokenizer)
-    app = build_app(engine, model_name, api_key=api_key, chat_template=ChatTemplate(source, **special))
+    template = ChatTemplate(source, **special)
+    app = build_app(engine, model_name, api_key=api_key, chat_template=template, on_shutdown=on_shutdown)
     config = uvicorn.Config(
         app,
         log_level=log_level,
@@ -94,7 +96,14 @@ def serve(
     llm = LLM(model, stage=stage, load_format=load_format, **engine_options)
     name = served_model_name or default_model_name(model)
     server, _ = create_server(
-        llm, model_name=name, api_key=api_key, chat_template=chat_template, log_level=log_level
+        llm,
+        model_name=name,
+        api_key=api_key,
+        chat_template=chat_template,
+        log_level=log_level,
+        on_shutdown=lambda n: print(
+            f"minillm serve: stopped ({n} requests aborted)", file=sys.stderr, flush=True
+        ),
     )
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
@@ -104,7 +113,8 @@ def serve(
         flush=True,
     )
     # uvicorn installs its SIGINT/SIGTERM handlers: stop accepting, let in-flight requests finish for
-    # up to shutdown_timeout_s, cancel the rest (which aborts them), then the lifespan stops the engine
+    # up to shutdown_timeout_s, cancel the rest (which aborts them), then the lifespan stops the engine;
+    # last, uvicorn raises the signal again, so the exit status says SIGTERM as for any process
     asyncio.run(server.serve(sockets=[sock]))
 
 

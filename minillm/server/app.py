@@ -26,7 +26,7 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.exceptions import HTTPException
@@ -65,13 +65,17 @@ def build_app(
     *,
     api_key: str | None = None,
     chat_template: ChatTemplate | None = None,
+    on_shutdown=None,
 ) -> FastAPI:
-    """The FastAPI app over a running AsyncEngine; shutting the app down stops the engine loop."""
+    """The FastAPI app over a running AsyncEngine; shutting the app down stops the engine loop, then
+    calls on_shutdown(number of requests aborted over the server's life) if given."""
 
     @asynccontextmanager
     async def lifespan(app):
         yield
-        engine.shutdown()
+        num_aborted = engine.shutdown()
+        if on_shutdown is not None:
+            on_shutdown(num_aborted)
 
     app = FastAPI(title="minillm", lifespan=lifespan)
     tokenizer = engine.engine.tokenizer
@@ -79,15 +83,16 @@ def build_app(
     chat_template = chat_template or ChatTemplate(None)
     created = int(time.time())
 
-    @app.middleware("http")
-    async def check_api_key(request: Request, call_next):
+    async def check_api_key(request: Request) -> None:
         """With --api-key, every /v1 route wants `Authorization: Bearer KEY` (health and metrics stay
-        open, as in vLLM, so probes and scrapers need no secret)."""
-        if api_key is not None and request.url.path.startswith("/v1"):
+        open, as in vLLM, so probes and scrapers need no secret). A dependency, not an HTTP middleware:
+        Starlette's BaseHTTPMiddleware wraps streamed responses in ways that break disconnect handling."""
+        if api_key is not None:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-                return APIError(401, "Incorrect API key provided.", code="invalid_api_key").response()
-        return await call_next(request)
+                raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(check_api_key)])
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, err: APIError):
@@ -120,7 +125,7 @@ def build_app(
             raise EngineDeadError(f"the engine loop is not running ({engine.error or 'shut down'})")
         return {}
 
-    @app.get("/v1/models")
+    @v1.get("/models")
     async def models():
         card = {"id": model_name, "object": "model", "created": created, "owned_by": "minillm"}
         return {"object": "list", "data": [{**card, "max_model_len": max_model_len}]}
@@ -151,7 +156,7 @@ def build_app(
         except ValueError as err:  # SamplingParams and intake name the field in their message
             raise APIError(400, str(err), param_of(str(err), prompt_field)) from None
 
-    @app.post("/v1/completions")
+    @v1.post("/completions")
     async def completions(req: CompletionRequest, request: Request):
         check(req, "prompt")
         try:
@@ -181,7 +186,7 @@ def build_app(
         ]
         return {**head, "choices": choices, "usage": _usage(finals)}
 
-    @app.post("/v1/chat/completions")
+    @v1.post("/chat/completions")
     async def chat_completions(req: ChatCompletionRequest, request: Request):
         check(req, "messages")
         try:
@@ -222,6 +227,7 @@ def build_app(
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": final.finish_reason}
         return {"id": rid, "object": "chat.completion", **head, "choices": [choice], "usage": _usage([final])}
 
+    app.include_router(v1)
     return app
 
 

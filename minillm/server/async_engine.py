@@ -93,12 +93,14 @@ class AsyncEngine:
         """The loop's gauges (running, waiting, KV usage, prefix cache) read on the loop thread."""
         return await self._call("snapshot")
 
-    def shutdown(self, timeout_s: float = 10.0) -> None:
-        """Stop the loop: requests still in flight are aborted (their streams end with an error)."""
+    def shutdown(self, timeout_s: float = 10.0) -> int:
+        """Stop the loop: requests still in flight are aborted (their streams end with an error).
+        Returns how many requests were aborted over the server's life."""
         self._stopping = True
         self._commands.put(("stop", (), None, None))
         self._wake.set()
         self._thread.join(timeout_s)
+        return self.metrics.num_aborted
 
     # -- the loop thread ------------------------------------------------------------------------------
     def _run(self) -> None:

@@ -45,11 +45,10 @@ class APIError(Exception):
 
     @property
     def body(self) -> dict:
-        kind = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error"}
         return {
             "error": {
                 "message": self.message,
-                "type": kind.get(self.status, "server_error"),
+                "type": "invalid_request_error" if 400 <= self.status < 500 else "server_error",
                 "param": self.param,
                 "code": self.code,
             }
@@ -135,7 +134,8 @@ def build_app(
         text = engine.metrics.render(await engine.snapshot())
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    def check(req, prompt_field: str) -> None:
+    def check(req) -> None:
+        """The model must be ours and nothing unsupported may be asked for."""
         if req.model != model_name:
             raise APIError(404, f"The model `{req.model}` does not exist.", "model", "model_not_found")
         name = req.unsupported()
@@ -158,7 +158,7 @@ def build_app(
 
     @v1.post("/completions")
     async def completions(req: CompletionRequest, request: Request):
-        check(req, "prompt")
+        check(req)
         try:
             prompts = [encode(p, "prompt") for p in req.prompts()]
         except ValueError as err:
@@ -188,7 +188,7 @@ def build_app(
 
     @v1.post("/chat/completions")
     async def chat_completions(req: ChatCompletionRequest, request: Request):
-        check(req, "messages")
+        check(req)
         try:
             text = chat_template.render(req.chat_messages(), req.add_generation_prompt)
             prompt = encode(text, "messages")

@@ -5,16 +5,19 @@ own (the engine loop) and talks to it through commands: a coroutine that wants a
 aborted or its metrics read puts a command on a thread-safe queue and awaits a future. The loop thread
 is the only caller of engine.add_request, abort_request and step:
 
-    event loop (asyncio, HTTP)                 engine loop thread
-    generate(): put ("add", ...) ------------> drain commands: add_request / abort_request
-                await request_id   <---------- set the future (or its ValueError)
-                await queue.get()  <---------- step(): one RequestOutput per advanced request,
-                                               handed over by loop.call_soon_threadsafe
-    finally: put ("abort", id) if unfinished   (a client that went away frees its KV blocks)
+    event loop (asyncio, HTTP)                    engine loop thread
+    await add(): put ("add", ...) --------------> drain commands: add_requests / abort_request
+                 await the request ids <--------- set the future (or intake's ValueError)
+    async for out in stream:                      step(): one RequestOutput per advanced request,
+                 await queue.get() <------------- handed over by loop.call_soon_threadsafe
+    leaving early: put ("abort", id) ----------> abort_request: the KV blocks are free at once
 
-Each request's deltas go into its own asyncio.Queue. A consumer that falls behind (a slow client)
-drains whatever has piled up and merges it into one output, so a lagging stream costs one message per
-read, not one per token: the engine never waits for a client (vLLM's output collector does the same).
+An idle loop sleeps on a threading.Event that every command sets, so a new request is picked up at
+once and an idle server burns no CPU. Each call's deltas go into its own asyncio.Queue. A reader that
+falls behind (a slow client) drains whatever has piled up and merges it, one output per request, so a
+lagging stream costs one message per read, not one per token, and the engine never waits for a client
+(vLLM's output collector does the same). Nothing bounds the waiting queue: admission is the
+scheduler's business (max_num_seqs, the KV pool), and a request that can never fit is refused by intake.
 
 Checked by: pytest tests/test_serve.py.
 """

@@ -178,7 +178,7 @@ def build_app(
                 }
                 return {**head, "choices": [choice]}
 
-            return _sse(stream, chunk, head, usage, len(prompts))
+            return _sse(stream, chunk, head, usage)
         finals = await _collect(stream, request)
         choices = [
             {"index": i, "text": o.text, "logprobs": None, "finish_reason": o.finish_reason}
@@ -221,7 +221,7 @@ def build_app(
                 }
                 return {**head, "choices": [choice]}
 
-            return _sse(stream, chunk, head, usage, 1, first=first)
+            return _sse(stream, chunk, head, usage, first=first)
         (final,) = await _collect(stream, request)
         message = {"role": "assistant", "content": final.text}
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": final.finish_reason}
@@ -287,7 +287,7 @@ async def _collect(stream: RequestStream, request: Request) -> list:
         raise APIError(503, str(err)) from None
 
 
-def _sse(stream: RequestStream, chunk, head: dict, include_usage: bool, num_choices: int, first=None):
+def _sse(stream: RequestStream, chunk, head: dict, include_usage: bool, first=None):
     """Server-sent events: one `data: {json}` per output with text or a finish reason, the usage chunk
     if asked for, then `data: [DONE]`. An error mid-stream is sent as an error event (the status line
     has already gone out)."""

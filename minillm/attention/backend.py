@@ -51,11 +51,11 @@ class GraphCaptureBackend(AttentionBackend, Protocol):
         """Allocate, once, the metadata buffers every captured graph will read."""
         ...
 
-    def prepare_for_capture(self, num_seqs: int) -> Any:
-        """Metadata over those buffers for a dummy decode batch of num_seqs rows (padded rows write
-        into the dummy block)."""
+    def prepare_for_capture(self, num_seqs: int, num_blocks: int) -> Any:
+        """Metadata over those buffers for a dummy decode batch of num_seqs rows over block tables
+        num_blocks wide (padded rows write into the dummy block)."""
         ...
 
-    def prepare_for_replay(self, step: StepInputs, num_seqs: int) -> Any:
-        """Copy a real decode step's metadata into the buffers, padded to the captured num_seqs."""
+    def prepare_for_replay(self, step: StepInputs, num_seqs: int, num_blocks: int) -> None:
+        """Copy a real decode step's metadata into the buffers, padded to the captured size."""
         ...

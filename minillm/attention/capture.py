@@ -27,24 +27,30 @@ class CapturablePagedAttention(PagedAttention):
     def init_capture_graph(self, max_num_seqs: int, max_num_blocks: int) -> None:
         dev, bs, dummy = self.kv.k_cache[0].device, self.kv.block_size, self.kv.dummy_block
         i64 = dict(dtype=torch.int64, device=dev)
+        # Flat buffers: the graph of n rows over w-block tables views their first n*w entries as a
+        # contiguous (n, w), the same strides an eager decode step has, so one compiled graph serves both.
         self.cg_slot_mapping = torch.full((max_num_seqs,), dummy * bs, **i64)  # (N,)
-        self.cg_block_tables = torch.full((max_num_seqs, max_num_blocks), dummy, **i64)  # (N, W)
+        self.cg_block_tables = torch.full((max_num_seqs * max_num_blocks,), dummy, **i64)  # (N*W,)
         self.cg_context_lens = torch.ones(max_num_seqs, **i64)  # (N,): a padded row sees one key
-        self.cg_mask = torch.zeros(max_num_seqs, 1, max_num_blocks * bs, dtype=torch.bool, device=dev)
-        self.cg_mask[:, :, 0] = True  # (N, 1, W*bs)
+        self.cg_mask = torch.zeros(max_num_seqs * max_num_blocks * bs, dtype=torch.bool, device=dev)
         self.cg_key_positions = torch.arange(max_num_blocks * bs, device=dev)  # (W*bs,)
+
+    def graph_views(self, n: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, w) block tables and (n, 1, w*bs) mask over the front of the flat buffers."""
+        keys = w * self.kv.block_size
+        return self.cg_block_tables[: n * w].view(n, w), self.cg_mask[: n * keys].view(n, 1, keys)
 
     def prepare_for_capture(self, num_seqs: int, num_blocks: int) -> AttentionMetadata:
         """Metadata of a decode batch of num_seqs rows over num_blocks-wide tables: views of the buffers."""
-        n, w = num_seqs, num_blocks
+        tables, mask = self.graph_views(num_seqs, num_blocks)
         group = PaddedGroup(
             q_index=None,  # one query per row: the flat layout is already (n, 1)
-            kv_index=self.cg_block_tables[:n, :w],  # (n, w)
-            mask=self.cg_mask[:n, :, : w * self.kv.block_size],  # (n, 1, w*bs)
+            kv_index=tables,  # (n, w)
+            mask=mask,  # (n, 1, w*bs)
             out_index=None,
             tokens=None,
         )
-        return AttentionMetadata(self.cg_slot_mapping[:n], (group,))
+        return AttentionMetadata(self.cg_slot_mapping[:num_seqs], (group,))
 
     def prepare_for_replay(self, step: StepInputs, num_seqs: int, num_blocks: int) -> None:
         """Copy a decode step of B <= num_seqs rows into the buffers, padding rows B..num_seqs-1."""
@@ -52,11 +58,12 @@ class CapturablePagedAttention(PagedAttention):
         bs, dummy = self.kv.block_size, self.kv.dummy_block
         tables = np.full((num_seqs, num_blocks), dummy, dtype=np.int64)  # (n, w)
         tables[:B, : min(W, num_blocks)] = step.block_tables_host[:, :num_blocks]
-        ctx = np.ones(num_seqs, dtype=np.int64)  # (n,)
+        ctx = np.ones(num_seqs, dtype=np.int64)  # (n,): a padded row sees one key, the dummy block's first
         ctx[:B] = step.context_lens_host
-        self.cg_block_tables[:num_seqs, :num_blocks].copy_(torch.from_numpy(tables), non_blocking=True)
+        tables_view, mask_view = self.graph_views(num_seqs, num_blocks)
+        tables_view.copy_(torch.from_numpy(tables), non_blocking=True)
         self.cg_context_lens[:num_seqs].copy_(torch.from_numpy(ctx), non_blocking=True)
         self.cg_slot_mapping[:B].copy_(step.slot_mapping)
         self.cg_slot_mapping[B:num_seqs].fill_(dummy * bs)
-        keys = self.cg_key_positions[: num_blocks * bs]
-        self.cg_mask[:num_seqs, 0, : num_blocks * bs] = keys[None, :] < self.cg_context_lens[:num_seqs, None]
+        keys = self.cg_key_positions[: num_blocks * bs]  # (w*bs,)
+        torch.lt(keys[None, None, :], self.cg_context_lens[:num_seqs, None, None], out=mask_view)

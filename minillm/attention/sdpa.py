@@ -18,6 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from minillm.attention.metadata import AttentionMetadata, PaddedGroup, StepInputs
+from minillm.attention.ops import store_kv
 
 
 def upload(arrays: list[np.ndarray], device) -> list[torch.Tensor]:
@@ -84,9 +85,7 @@ class PaddedSDPA:
         """Store this step's K/V through slot_mapping before anyone attends (no cache: nothing)."""
         if self.kv is None:
             return
-        nkv, d = k.shape[1:]
-        self.kv.k_cache[layer_idx].view(-1, nkv, d)[meta.slot_mapping] = k  # (blocks*bs, nkv, d) by slot
-        self.kv.v_cache[layer_idx].view(-1, nkv, d)[meta.slot_mapping] = v
+        store_kv(k, v, self.kv.k_cache[layer_idx], self.kv.v_cache[layer_idx], meta.slot_mapping)
 
     def forward(self, layer_idx: int, q, k, v, meta: AttentionMetadata) -> torch.Tensor:
         """q: (T, nh, d); k, v: (T, nkv, d) this step's. Returns (T, nh, d)."""
@@ -106,8 +105,15 @@ class PaddedSDPA:
         Returns the group's (T_g, nh, d)."""
         nh, d = q.shape[1:]
         q_pad = q[:, None] if g.q_index is None else q[g.q_index]  # (b, Lq, nh, d)
+        # Sizes that are equal by construction, stated so: a compiled forward then knows the batch
+        # dimensions of q, k and the mask agree instead of guarding on whether one of them is 1.
+        torch._check(k.shape[0] == q_pad.shape[0])
+        torch._check(g.mask.shape[0] == q_pad.shape[0])
+        torch._check(g.mask.shape[2] == k.shape[1])
         o = F.scaled_dot_product_attention(
-            q_pad.transpose(1, 2).contiguous(),  # (b, nh, Lq, d): a layout Inductor lowers SDPA for
+            # (b, nh, Lq, d) copied to a dense layout, which Inductor lowers SDPA for; clone, not
+            # .contiguous(), whose "is it already?" would make a compiled forward guard on b == 1
+            q_pad.transpose(1, 2).clone(memory_format=torch.contiguous_format),
             k.transpose(1, 2),  # (b, nkv, Lk, d)
             v.transpose(1, 2),
             attn_mask=g.mask[:, None],  # (b, 1, Lq, Lk): one mask for every head

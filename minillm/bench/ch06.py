@@ -19,6 +19,7 @@ Run: minillm bench --chapter 6 [--quick] [--device cuda --model qwen3-0.6b --loa
 
 from __future__ import annotations
 
+import gc
 import json
 import statistics
 import time
@@ -138,6 +139,10 @@ def measure(bench: Bench) -> dict:
             rows.append(keep(bench, row))
         shape = SimpleNamespace(config=llm.config, vocab=vocab)  # for transformers' copy of the model
         del llm, runner
+        # Dynamo's compiled code keeps what it guarded on (the KV cache among it): drop it before the next
+        # variant allocates its own cache, or a second 60 GB pool does not fit.
+        torch._dynamo.reset()
+        gc.collect()
         if cuda:
             torch.cuda.empty_cache()
     rows += transformers_rows(bench, shape, s, cuda)

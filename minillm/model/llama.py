@@ -111,16 +111,16 @@ class Attention(nn.Module):
     def forward(self, x, cos_sin, attn_backend: AttentionBackend, meta) -> torch.Tensor:
         T = x.shape[0]
         nh, nkv, d = self.num_heads, self.num_kv_heads, self.head_dim
-        qkv = self.qkv_proj(x)  # (T, (nh + 2 nkv) d)
+        # q, k and v heads side by side: (T, nh + 2 nkv, d), split by views (no reshape that would have
+        # to ask whether T is 1, which a compiled forward would then guard on)
+        qkv = self.qkv_proj(x).view(T, nh + 2 * nkv, d)
         if self.qk_norm:  # Qwen3: RMSNorm over each head of q and of k, before rotary
-            q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-            qk = torch.cat((self.q_norm(q.view(T, nh, d)), self.k_norm(k.view(T, nkv, d))), dim=1)
+            q, k, v = qkv.split([nh, nkv, nkv], dim=1)
+            qk = torch.cat((self.q_norm(q), self.k_norm(k)), dim=1)
         else:
-            qk, v = qkv.split([self.q_size + self.kv_size, self.kv_size], dim=-1)
-            qk = qk.view(T, nh + nkv, d)
-        # q and k heads side by side: (T, nh + nkv, d), rotated in one pass
-        q, k = apply_rotary(qk, *cos_sin).split([nh, nkv], dim=1)  # (T, nh, d), (T, nkv, d)
-        v = v.reshape(T, nkv, d)  # (T, nkv, d)
+            qk, v = qkv.split([nh + nkv, nkv], dim=1)
+        # q and k heads rotated in one pass
+        q, k = apply_rotary(qk, *cos_sin).split([nh, nkv], dim=1)  # (T, nh, d), (T, nkv, d); v (T, nkv, d)
         o = attn_backend.forward(self.layer_idx, q, k, v, meta)  # (T, nh, d)
         return self.o_proj(o.reshape(T, self.q_size))
 

@@ -3,7 +3,8 @@
   kv_cache       "none" -> no cache | "contiguous" -> ContiguousKVCache (ch1) | "paged" -> PagedKVCache (ch2)
   prefix_cache   None -> BlockManager | "hash" -> PrefixCachingBlockManager | "radix" -> RadixBlockManager (ch3)
   scheduler      "static" (ch1) | "continuous" (ch2) | "unified" (ch4)
-  attention      follows the KV layout: NoCacheAttention | ContiguousAttention | PagedAttention
+  attention      follows the KV layout: NoCacheAttention | ContiguousAttention | PagedAttention (ch1-2);
+                 "triton" -> TritonAttention over the paged cache (ch7, attention/triton/)
   compile        None -> eager | "default" / "max-autotune" -> decode steps' forward under Inductor (ch6)
   cuda_graphs    on CUDA: CapturablePagedAttention + CUDAGraphRunner, captured here (ch6, graphs.py)
 
@@ -98,7 +99,12 @@ def build_stage(c: EngineConfig, model, mc: ModelConfig, max_model_len: int) -> 
         kv = PagedKVCache(
             layers, num_kv_blocks(c, mc), c.block_size, nkv, hd, dtype, dev, manager_cls=manager
         )
-        backend = CapturablePagedAttention(kv) if graphs else PagedAttention(kv)
+        if c.attention == "triton":
+            from minillm.attention.triton.backend import TritonAttention  # imports Triton: only when asked
+
+            backend = TritonAttention(kv)
+        else:
+            backend = CapturablePagedAttention(kv) if graphs else PagedAttention(kv)
     if c.scheduler == "static":
         scheduler = StaticScheduler(c.max_num_seqs, c.max_num_batched_tokens, kv)
     elif c.scheduler == "continuous":
@@ -107,17 +113,18 @@ def build_stage(c: EngineConfig, model, mc: ModelConfig, max_model_len: int) -> 
         scheduler = UnifiedScheduler(
             c.max_num_seqs, c.max_num_batched_tokens, kv, c.schedule_policy, c.long_prefill_token_threshold
         )
-    runner_cls = CUDAGraphRunner if graphs else ModelRunner
-    runner = runner_cls(
-        model,
-        backend,
-        kv,
-        dev,
-        max_num_tokens=max_num_tokens,
-        max_num_seqs=c.max_num_seqs,
-        max_model_len=max_model_len,
-    )
-    if c.compile is not None:
+    sizes = dict(max_num_tokens=max_num_tokens, max_num_seqs=c.max_num_seqs, max_model_len=max_model_len)
+    if graphs and c.attention == "triton":
+        # the kernels loop to each row's context length: one table width, the widest, serves every step
+        runner = CUDAGraphRunner(model, backend, kv, dev, widths=[-(-max_model_len // c.block_size)], **sizes)
+    elif graphs:
+        runner = CUDAGraphRunner(model, backend, kv, dev, **sizes)
+    else:
+        runner = ModelRunner(model, backend, kv, dev, **sizes)
+    # In Triton's interpreter (no GPU) a compiled forward would only add minutes of start-up around
+    # kernels that run as NumPy: stage triton runs eagerly there.
+    interpreted = c.attention == "triton" and not dev.startswith("cuda")
+    if c.compile is not None and not interpreted:
         runner.decode_forward = compile_model(model, c.compile)  # decode steps; others stay eager
     if isinstance(runner, CUDAGraphRunner):
         runner.capture()  # at start-up: compiles (if asked) and records every decode graph

@@ -47,6 +47,8 @@ class EngineConfig:
     # Chapter 6: None (eager) | "default" | "max-autotune": the model step compiled by Inductor
     compile: str | None = None
     cuda_graphs: bool = False  # on CUDA: decode steps replayed as CUDA graphs captured at start-up
+    # Chapter 7: "torch" (gather + SDPA, chapters 1-6) | "triton": kernels that read the paged cache in place
+    attention: str = "torch"
 
     def __post_init__(self):
         positive = ("kv_cache_tokens", "block_size", "max_num_seqs", "max_num_batched_tokens")
@@ -98,6 +100,10 @@ class EngineConfig:
             raise ValueError(f"cuda_graphs must be True or False, got {self.cuda_graphs!r}")
         if self.cuda_graphs and self.kv_cache != "paged":
             raise ValueError("cuda_graphs=True captures paged decode steps: it needs kv_cache='paged'")
+        if self.attention not in ("torch", "triton"):
+            raise ValueError(f"attention must be 'torch' or 'triton', got {self.attention!r}")
+        if self.attention == "triton" and self.kv_cache != "paged":
+            raise ValueError("attention='triton' reads the paged cache: it needs kv_cache='paged'")
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
         if self.gpu_memory_utilization is not None and self.device == "cpu":
@@ -149,6 +155,8 @@ STAGES: dict[str, dict] = {
 }
 # ch6: stage fsm with the model step compiled; CUDA graphs apply on CUDA only (a CPU compiles without them)
 STAGES["compiled"] = {**STAGES["fsm"], "compile": "default", "cuda_graphs": True}
+# ch7: stage compiled with Triton attention kernels (on a CPU: the interpreter, and no compile, see build.py)
+STAGES["triton"] = {**STAGES["compiled"], "attention": "triton"}
 # LLM() runs the most advanced stage that starts at once: `compiled` spends its first minute or two
 # compiling (and capturing on a GPU), so it is asked for by name.
 DEFAULT_STAGE = "fsm"

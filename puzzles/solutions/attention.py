@@ -1,10 +1,17 @@
 """Reference kernels for puzzles 13-16: FlashAttention, causal varlen prefill, KV store, paged decode.
 
+Puzzles 15 and 16 are the engine's own kernels (minillm/attention/triton/, chapter 7), imported here
+rather than copied. Puzzles 13 and 14 are the steps before the engine's prefill kernel, which adds the
+block table and a cached prefix to puzzle 14 (minillm/attention/triton/prefill.py).
+
 Check one with `python -m puzzles check 16 --solution`.
 """
 
 import triton
 import triton.language as tl
+
+from minillm.attention.triton.decode import paged_decode_kernel  # noqa: F401  (puzzle 16)
+from minillm.attention.triton.store import store_kvcache_kernel  # noqa: F401  (puzzle 15)
 
 
 @triton.jit
@@ -65,44 +72,3 @@ def prefill_attention_kernel(q_ptr, k_ptr, v_ptr, o_ptr, cu_seqlens_ptr, scale, 
         m_i = m_new
     tl.store(o_ptr + q_rows, (acc / l_i[:, None]).to(tl.float16), mask=offs_m[:, None] < seqlen)
 
-
-@triton.jit
-def store_kvcache_kernel(key_ptr, value_ptr, k_cache_ptr, v_cache_ptr, slot_mapping_ptr,
-                         KVH: tl.constexpr, D: tl.constexpr):
-    t = tl.program_id(0)
-    slot = tl.load(slot_mapping_ptr + t)
-    if slot < 0:  # a padding token: nothing to store
-        return
-    offs = tl.arange(0, KVH)[:, None] * D + tl.arange(0, D)[None, :]  # (KVH, D) one token's heads
-    tl.store(k_cache_ptr + slot * (KVH * D) + offs, tl.load(key_ptr + t * (KVH * D) + offs))
-    tl.store(v_cache_ptr + slot * (KVH * D) + offs, tl.load(value_ptr + t * (KVH * D) + offs))
-
-
-@triton.jit
-def paged_decode_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr, o_ptr, scale,
-                        max_blocks, H: tl.constexpr, KVH: tl.constexpr, D: tl.constexpr,
-                        BLOCK_SIZE: tl.constexpr):
-    b, h = tl.program_id(0), tl.program_id(1)
-    kvh = h // (H // KVH)
-    n = tl.load(context_lens_ptr + b)
-    offs_d = tl.arange(0, D)  # (D,)
-    offs_t = tl.arange(0, BLOCK_SIZE)  # (BLOCK_SIZE,) rows of one KV block
-    q = tl.load(q_ptr + (b * H + h) * D + offs_d).to(tl.float32)  # (D,)
-    m_i = float("-inf")
-    l_i = 0.0
-    acc = tl.zeros((D,), dtype=tl.float32)
-    for i in range(0, tl.cdiv(n, BLOCK_SIZE)):  # only the blocks this sequence owns
-        block_id = tl.load(block_tables_ptr + b * max_blocks + i)
-        pos = i * BLOCK_SIZE + offs_t  # (BLOCK_SIZE,) token positions in the sequence
-        rows = ((block_id * BLOCK_SIZE + offs_t[:, None]) * KVH + kvh) * D + offs_d[None, :]  # (BLOCK_SIZE, D)
-        k = tl.load(k_cache_ptr + rows, mask=pos[:, None] < n, other=0.0).to(tl.float32)
-        v = tl.load(v_cache_ptr + rows, mask=pos[:, None] < n, other=0.0).to(tl.float32)
-        s = tl.sum(q[None, :] * k, axis=1) * scale  # (BLOCK_SIZE,)
-        s = tl.where(pos < n, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=0))
-        p = tl.exp(s - m_new)
-        alpha = tl.exp(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, axis=0)
-        acc = acc * alpha + tl.sum(p[:, None] * v, axis=0)
-        m_i = m_new
-    tl.store(o_ptr + (b * H + h) * D + offs_d, (acc / l_i).to(tl.float16))

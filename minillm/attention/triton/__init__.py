@@ -1,0 +1,25 @@
+"""Chapter 7: Triton kernels for attention over the paged KV cache, and the backend that runs them.
+
+  store.py    store_kvcache: this step's K/V into the cache through slot_mapping (puzzle 15)
+  prefill.py  varlen causal FlashAttention that reads K/V through the block table (puzzle 14, paged)
+  decode.py   paged decode: one pass per (sequence, head) (puzzle 16), then split-KV with GQA grouping
+  backend.py  TritonAttention: the AttentionBackend that launches them, CUDA-graph capturable
+
+Without a CUDA GPU the kernels run in Triton's interpreter: TRITON_INTERPRET=1 is set by `import minillm`
+(and again here), before any @triton.jit runs, because the decorator decides between compiling and
+interpreting when it is applied, Triton's own helpers (tl.zeros) included.
+The puzzles' reference solutions for puzzles 15 and 16 are these kernels (puzzles/solutions/attention.py
+imports them).
+"""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def interpreting() -> bool:
+    """True when kernels run in Triton's interpreter (NumPy on the CPU), not compiled for a GPU."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")

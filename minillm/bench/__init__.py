@@ -16,6 +16,7 @@ CHAPTERS = {
     4: "minillm.bench.ch04",
     5: "minillm.bench.ch05",
     6: "minillm.bench.ch06",
+    7: "minillm.bench.ch07",  # Triton kernels (timed on CUDA; the interpreter checks them on a CPU)
     8: "minillm.bench.ch08",  # serving: starts `minillm serve` per stage and sweeps request rates
 }
 

@@ -81,6 +81,17 @@ def num_kv_blocks(c: EngineConfig, mc: ModelConfig) -> int:
     return int(budget // bytes_per_block)
 
 
+def triton_backend(kv):
+    """Chapter 7's backend; Triton is imported only when a stage asks for it."""
+    try:
+        from minillm.attention.triton.backend import TritonAttention
+    except ImportError as e:
+        raise ValueError(
+            f"attention='triton' needs the triton package ({e}); `pip install triton` (Linux wheels only)"
+        ) from e
+    return TritonAttention(kv)
+
+
 def build_stage(c: EngineConfig, model, mc: ModelConfig, max_model_len: int) -> StageParts:
     """The KV pool, the attention backend that reads it, the scheduler, and a runner over them."""
     layers, nkv, hd, dtype, dev = mc.num_layers, mc.num_kv_heads, mc.head_dim, c.torch_dtype, c.device
@@ -100,9 +111,7 @@ def build_stage(c: EngineConfig, model, mc: ModelConfig, max_model_len: int) -> 
             layers, num_kv_blocks(c, mc), c.block_size, nkv, hd, dtype, dev, manager_cls=manager
         )
         if c.attention == "triton":
-            from minillm.attention.triton.backend import TritonAttention  # imports Triton: only when asked
-
-            backend = TritonAttention(kv)
+            backend = triton_backend(kv)
         else:
             backend = CapturablePagedAttention(kv) if graphs else PagedAttention(kv)
     if c.scheduler == "static":

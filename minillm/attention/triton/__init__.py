@@ -23,3 +23,10 @@ if not torch.cuda.is_available():
 def interpreting() -> bool:
     """True when kernels run in Triton's interpreter (NumPy on the CPU), not compiled for a GPU."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def bf16_dot_workaround(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """float32 copies for the kernels that call tl.dot, under the interpreter only. Triton's interpreter
+    keeps bfloat16 as its raw 16-bit patterns (uint16) and its tl.dot multiplies those integers, so a
+    bfloat16 dot returns garbage on the CPU. The output keeps its dtype; on a GPU nothing changes."""
+    return tuple(t.float() for t in tensors)

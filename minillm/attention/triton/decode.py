@@ -22,6 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
+from minillm.attention.triton import bf16_dot_workaround, interpreting
 from minillm.attention.triton.prefill import LOG2E
 
 TARGET_PROGRAMS = 264  # two waves of the H200's 132 SMs
@@ -141,6 +142,8 @@ def paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
     if B == 0:
         return o
     group = H // KVH
+    if interpreting() and q.dtype == torch.bfloat16:  # the interpreter's tl.dot and bfloat16: see there
+        q, k_cache, v_cache = bf16_dot_workaround(q, k_cache, v_cache)
     mid_o = torch.empty((B, H, num_splits, D), dtype=torch.float32, device=q.device)
     mid_lse = torch.empty((B, H, num_splits), dtype=torch.float32, device=q.device)
     qk_scale = (scale if scale is not None else 1.0 / math.sqrt(D)) * LOG2E

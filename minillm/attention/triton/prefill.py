@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from minillm.attention.triton import interpreting
+from minillm.attention.triton import bf16_dot_workaround, interpreting
 
 LOG2E = 1.4426950408889634
 
@@ -100,6 +100,8 @@ def paged_prefill(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     o = torch.empty((T, H, D), dtype=q.dtype, device=q.device) if out is None else out
     if T == 0:
         return o
+    if interpreting() and q.dtype == torch.bfloat16:  # the interpreter's tl.dot and bfloat16: see there
+        q, k_cache, v_cache = bf16_dot_workaround(q, k_cache, v_cache)
     qk_scale = (scale if scale is not None else 1.0 / math.sqrt(D)) * LOG2E
     args = (q, o, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens,
             q.stride(0), q.stride(1), o.stride(0), o.stride(1), block_tables.stride(0), qk_scale)

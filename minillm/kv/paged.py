@@ -19,9 +19,11 @@ Checked by: pytest -m ch2 (hypothesis against a brute-force model of the pool).
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from minillm.request import Sequence
@@ -185,13 +187,18 @@ class PagedKVCache:
 
     def usage(self, seqs) -> tuple[int, int, int]:
         """(slots holding K/V, slots in allocated blocks, slots in the pool). A block shared by several
-        sequences (prefix caching) counts once."""
-        filled: dict[int, int] = {}
-        bs = self.block_size
-        for s in seqs:
-            for i, block in enumerate(s.block_table):
-                n = min(bs, max(0, s.num_computed_tokens - i * bs))
-                filled[block] = max(filled.get(block, 0), n)
-        used = sum(filled.values())
+        sequences (prefix caching) counts once, at its fullest. Whole arrays, not a loop per block: the
+        engine records this every step, over every block of every running sequence."""
+        seqs = list(seqs)
+        bs, B = self.block_size, len(seqs)
+        n_blocks = np.fromiter((len(s.block_table) for s in seqs), np.int64, B)  # (B,)
+        total = int(n_blocks.sum())
+        blocks = np.fromiter(itertools.chain.from_iterable(s.block_table for s in seqs), np.int64, total)
+        computed = np.fromiter((s.num_computed_tokens for s in seqs), np.int64, B)  # (B,)
+        index = np.arange(total) - np.repeat(np.cumsum(n_blocks) - n_blocks, n_blocks)  # position in its table
+        fill = np.clip(np.repeat(computed, n_blocks) - index * bs, 0, bs)  # (total,) tokens in each block
+        fullest = np.zeros(self.num_blocks + 1, np.int64)
+        np.maximum.at(fullest, blocks, fill)
+        used = int(fullest.sum())
         allocated = (self.num_blocks - self.manager.num_free_blocks) * self.block_size
         return used, allocated, self.num_blocks * self.block_size

@@ -24,7 +24,7 @@ from minillm.intake import Intake
 from minillm.model.loader import load_model
 from minillm.output import OutputProcessor
 from minillm.request import RequestOutput, SamplingParams, Sequence, SequenceStatus
-from minillm.sampling import GuideMask, Sampler
+from minillm.sampling import GuideMask, Sampler, token_logprobs
 from minillm.tokenizer import Tokenizer
 
 STEP_PHASES = ("schedule", "prepare", "forward", "sample", "update")
@@ -155,9 +155,17 @@ class Engine:
         sampling = [batch.seqs[i] for i in sample]
         inputs = self.runner.prepare(batch, sample)
         timer.lap("prepare")
-        logits = self.runner.forward(*inputs)
+        prompt_rows = self._prompt_logprob_rows(batch) if _any_prompt_logprobs(batch.seqs) else None
+        if not prompt_rows:
+            logits = self.runner.forward(*inputs)
+        else:  # chapter 9: someone asked for prompt logprobs, so logits at their prompt positions too
+            index = torch.tensor([i for i, _, _ in prompt_rows], device=self.config.device)
+            logits, prompt_logits = self.runner.forward_prompt_logits(*inputs, index)
+            self._add_prompt_logprobs(prompt_rows, prompt_logits)
         timer.lap("forward")
         tokens = self.sampler(logits, sampling) if sampling else []
+        if any(s.logprobs is not None for s in sampling):
+            self._add_logprobs(logits, sampling, tokens)
         timer.lap("sample")
         now = time.perf_counter()
         self.scheduler.update(batch)
@@ -183,6 +191,37 @@ class Engine:
                     self.scheduler.requeue(seq)  # re-prefilled in one pass; its prefix is a cache hit
                 self.output.apply_jump(seq, jump, now)
         return self.output.emit(seq)
+
+    # -- logprobs (chapter 9) ---------------------------------------------------------------------
+    def _prompt_logprob_rows(self, batch) -> list[tuple[int, Sequence, int]]:
+        """(flat index in this step's tokens, sequence, the prompt token that follows) for every
+        position whose logits give a prompt logprob still missing: each position once, in order (a
+        recompute after preemption adds nothing twice). Position P - 1 predicts an output token."""
+        rows, offset = [], 0
+        for seq, n in zip(batch.seqs, batch.num_new_tokens):
+            if seq.prompt_logprobs is not None:
+                start = seq.num_computed_tokens
+                for q in range(
+                    max(start, len(seq.prompt_logprobs) - 1), min(start + n, seq.num_prompt_tokens - 1)
+                ):
+                    rows.append((offset + q - start, seq, seq.prompt_token_ids[q + 1]))
+            offset += n
+        return rows
+
+    def _add_prompt_logprobs(self, rows, prompt_logits: torch.Tensor) -> None:
+        entries = token_logprobs(
+            prompt_logits, [t for _, _, t in rows], [s.params.prompt_logprobs for _, s, _ in rows]
+        )
+        for (_, seq, _), entry in zip(rows, entries):
+            seq.prompt_logprobs.append(entry)
+
+    def _add_logprobs(self, logits: torch.Tensor, sampling: list[Sequence], tokens: list[int]) -> None:
+        rows = [i for i, s in enumerate(sampling) if s.logprobs is not None]
+        entries = token_logprobs(
+            logits[rows], [tokens[i] for i in rows], [sampling[i].params.logprobs for i in rows]
+        )  # logits (len(rows), V): raw, as the model gave them
+        for i, entry in zip(rows, entries):
+            sampling[i].logprobs.append(entry)
 
     def _record(self, batch, now: float) -> StepStats:
         holding = self.scheduler.seqs_holding_kv()
@@ -221,6 +260,10 @@ class _PhaseTimer:
         now = time.perf_counter()
         self.phases[name] = now - self.last
         self.last = now
+
+
+def _any_prompt_logprobs(seqs: list[Sequence]) -> bool:
+    return any(s.prompt_logprobs is not None for s in seqs)
 
 
 def _find_tokenizer(tokenizer: str | None, model_dir: Path | None) -> Tokenizer | None:

@@ -107,6 +107,8 @@ class OutputProcessor:
         """Rewrite the request's output after the engine gave its blocks back (under the old tokens,
         which is what they hold)."""
         seq.num_forced_tokens += len(jump.output_ids) - len(seq.output_token_ids)
+        if seq.logprobs is not None:  # forced tokens were not sampled: no logprob (chapter 9)
+            seq.logprobs = seq.logprobs[: jump.num_kept] + [None] * (len(jump.output_ids) - jump.num_kept)
         seq.output_token_ids = jump.output_ids
         seq.token_times = seq.token_times[: jump.num_kept] + [now] * (len(jump.output_ids) - jump.num_kept)
         seq.guide_state = jump.state

@@ -39,6 +39,10 @@ class SamplingParams:
     regex: str | None = None  # constrained decoding (chapter 5)
     json_schema: dict | str | None = None
     choice: list[str] | None = None
+    # logprobs (chapter 9, as vLLM): None = off; k >= 0 = each token's logprob plus the k most likely
+    logprobs: int | None = None  # of each sampled token, from the raw logits (before masks, temperature)
+    prompt_logprobs: int | None = None  # of each prompt token from logprob_start_len on
+    logprob_start_len: int = 0  # SGLang's name: the prefix cache may serve the tokens before it
 
     def __post_init__(self):
         if not _is_finite(self.temperature) or self.temperature < 0:
@@ -64,6 +68,14 @@ class SamplingParams:
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise ValueError(f"SamplingParams.stop must hold non-empty strings, got {self.stop!r}")
         self._check_constraint()
+        for name in ("logprobs", "prompt_logprobs"):
+            k = getattr(self, name)
+            if k is not None and (not _is_int(k) or k < 0):
+                raise ValueError(f"SamplingParams.{name} must be None or an int >= 0, got {k!r}")
+        if not _is_int(self.logprob_start_len) or self.logprob_start_len < 0:
+            raise ValueError(
+                f"SamplingParams.logprob_start_len must be an int >= 0, got {self.logprob_start_len!r}"
+            )
         self.stop_token_ids = list(self.stop_token_ids or [])
         if any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
             raise ValueError(
@@ -132,6 +144,10 @@ class RequestOutput:
     finish_reason: str | None  # "stop" | "length" once finished
     metrics: RequestMetrics | None = None
     delta_text: str = ""  # text added since the previous output of this request (streaming)
+    # chapter 9, when SamplingParams asks: {token id: logprob}, the actual token first, then the top k
+    logprobs: list[dict[int, float] | None] | None = None  # one per output token (None: jump-forward)
+    prompt_logprobs: list[dict[int, float] | None] | None = None  # one per prompt token; None before
+    # logprob_start_len and at position 0 (nothing predicts the first token)
 
 
 class SequenceStatus(enum.Enum):
@@ -164,6 +180,23 @@ class Sequence:
     guide: object | None = None  # constrained decoding (chapter 5): a minillm.constrained.guide.Guide
     guide_state: int = 0  # the guide's DFA state after the output so far
     num_forced_tokens: int = 0
+    logprobs: list | None = None  # chapter 9: filled when params.logprobs is set
+    prompt_logprobs: list | None = None  # chapter 9: filled when params.prompt_logprobs is set
+
+    def __post_init__(self):
+        if self.params.logprobs is not None:
+            self.logprobs = []
+        if self.params.prompt_logprobs is not None:
+            self.prompt_logprobs = [None] * max(1, min(self.params.logprob_start_len, self.num_prompt_tokens))
+
+    @property
+    def max_cached_tokens(self) -> int:
+        """Most prompt tokens a prefix cache may serve. A token's logprob comes from the logits of the
+        token before it, so a request asking for prompt logprobs from position p must compute p - 1 on
+        (SGLang caps its radix match at logprob_start_len the same way; vLLM disables the hit)."""
+        if self.params.prompt_logprobs is None:
+            return self.num_tokens
+        return max(0, self.params.logprob_start_len - 1)
 
     @property
     def num_prompt_tokens(self) -> int:
@@ -210,4 +243,6 @@ class Sequence:
             finish_reason=self.finish_reason,
             metrics=self.metrics() if self.is_finished else None,
             delta_text=delta_text,
+            logprobs=None if self.logprobs is None else list(self.logprobs),
+            prompt_logprobs=self.prompt_logprobs if self.is_finished else None,
         )

@@ -131,6 +131,17 @@ class ModelRunner:
         hidden = fwd(input_ids, positions, self.attn_backend, meta)  # (T, H)
         return self.model.compute_logits(hidden[logits_indices])  # (S, V)
 
+    @torch.inference_mode()
+    def forward_prompt_logits(self, input_ids, positions, meta, logits_indices, prompt_indices):
+        """forward, plus float32 logits (R, V) at prompt_indices: prompt positions whose next token's
+        logprob a request asked for (chapter 9). Only steps that hold such a request come here, and
+        they are prefills, so the eager forward serves (no captured graph to match)."""
+        hidden = self.model_forward(input_ids, positions, self.attn_backend, meta)  # (T, H)
+        rows = torch.cat([logits_indices, prompt_indices])  # (S + R,)
+        logits = self.model.compute_logits(hidden[rows])  # (S + R, V)
+        S = logits_indices.shape[0]
+        return logits[:S], logits[S:]
+
     def execute(self, batch: ScheduledBatch, sample: list[int] | None = None) -> torch.Tensor:
         """prepare + forward. A prefill chunk that does not reach the end of its prompt samples
         nothing, so it needs no logits: sample lists the rows that do (indices into the batch)."""

@@ -6,7 +6,9 @@ is one (GuideMask), as vLLM applies structured-output bitmasks to the logits bef
 exponential-race trick vLLM uses: argmax(p / q) with q ~ Exp(1) draws from p, and lets each seeded
 request draw its own q from its own generator, so its tokens do not depend on who shares the batch.
 
-Checked by: pytest -m ch1 -k sampl.
+Logprobs (chapter 9): token_logprobs turns rows of logits into vLLM's {token id: logprob} entries.
+
+Checked by: pytest -m ch1 -k sampl; logprobs by pytest -m ch9.
 """
 
 from __future__ import annotations
@@ -78,3 +80,20 @@ class Sampler:
         random_tokens = (probs / q).argmax(dim=-1)
         is_greedy = torch.tensor([p.greedy for p in params], device=dev)
         return torch.where(is_greedy, greedy_tokens, random_tokens).tolist()
+
+
+def token_logprobs(logits: torch.Tensor, token_ids: list[int], k: list[int]) -> list[dict[int, float]]:
+    """logits (N, V) float32; row i's entry: {token_ids[i]: its logprob, then the k[i] most likely
+    tokens} (vLLM's shape: the actual token is always there, ranked or not)."""
+    logprobs = logits.log_softmax(dim=-1)  # (N, V)
+    ids = torch.tensor(token_ids, device=logits.device)
+    chosen = logprobs.gather(-1, ids[:, None])[:, 0].tolist()  # (N,)
+    top = logprobs.topk(max(k), dim=-1) if max(k, default=0) > 0 else None  # (N, K) each
+    entries = []
+    for i, (tok, lp) in enumerate(zip(token_ids, chosen)):
+        entry = {tok: lp}
+        if top is not None and k[i] > 0:
+            for t, v in zip(top.indices[i, : k[i]].tolist(), top.values[i, : k[i]].tolist()):
+                entry.setdefault(t, v)
+        entries.append(entry)
+    return entries

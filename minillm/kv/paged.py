@@ -92,8 +92,9 @@ class BlockManager:
 
     def max_hit_blocks(self, seq: Sequence) -> int:
         """Full blocks a prefix cache may serve: the last token is always computed (its logits pick the
-        next token), so a prompt of exactly k blocks hits at most k - 1."""
-        return (seq.num_tokens - 1) // self.block_size
+        next token), so a prompt of exactly k blocks hits at most k - 1; a request asking for prompt
+        logprobs (chapter 9) computes the positions they need (Sequence.max_cached_tokens)."""
+        return min(seq.num_tokens - 1, seq.max_cached_tokens) // self.block_size
 
     # Prefix caching (chapter 3) overrides match and num_cached_tokens; without a cache nothing is shared.
     def match(self, seq: Sequence) -> PrefixHit:

@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException
 
 from minillm.server.async_engine import AsyncEngine, EngineDeadError, RequestStream
 from minillm.server.chat import ChatTemplate
+from minillm.server.logprobs import completion_logprobs
 from minillm.server.protocol import ChatCompletionRequest, CompletionRequest, param_of
 
 
@@ -181,8 +182,13 @@ def build_app(
             return _sse(stream, chunk, head, usage)
         finals = await _collect(stream, request)
         choices = [
-            {"index": i, "text": o.text, "logprobs": None, "finish_reason": o.finish_reason}
-            for i, o in enumerate(finals)
+            {
+                "index": i,
+                "text": (_prompt_text(p, tokenizer) if req.echo else "") + o.text,
+                "logprobs": None if req.logprobs is None else completion_logprobs(tokenizer, o, req.echo),
+                "finish_reason": o.finish_reason,
+            }
+            for i, (p, o) in enumerate(zip(req.prompts(), finals))
         ]
         return {**head, "choices": choices, "usage": _usage(finals)}
 
@@ -235,6 +241,11 @@ def _max_tokens(requested: int | None, prompt_len: int, max_model_len: int) -> i
     """None: as many as the model's length allows (vLLM's rule), at least one so intake can say why
     the prompt does not fit."""
     return requested if requested is not None else max(1, max_model_len - prompt_len)
+
+
+def _prompt_text(prompt, tokenizer) -> str:
+    """What echo puts before the text: the prompt as sent, or its token ids decoded."""
+    return prompt if isinstance(prompt, str) else tokenizer.decode(prompt) if tokenizer is not None else ""
 
 
 def _usage(finals) -> dict:

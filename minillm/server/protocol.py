@@ -6,6 +6,9 @@ error naming the field rather than ignored. OpenAI fields that minillm does not 
 accepted only at their neutral values (`n=1`, `logprobs=null`, penalties 0, ...), so a client that
 sends its defaults works and one that asks for more learns which field is unsupported.
 
+Completions take OpenAI's legacy `logprobs` (an int: the top-k per token) and `echo` (the prompt
+before the text; with logprobs, the prompt's logprobs too), not streamed (chapter 9's select).
+
 Extra fields follow vLLM: top_k, ignore_eos, stop_token_ids, guided_regex, guided_json,
 guided_choice; `response_format` takes a JSON schema. SamplingParams re-checks every value; its
 ValueError names the field, and the server turns it into a 400 with that field as `param`.
@@ -16,7 +19,7 @@ Checked by: pytest tests/test_serve.py -k "error or guided".
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -85,6 +88,7 @@ class _Request(BaseModel):
     repetition_penalty: float = 1.0
     logit_bias: dict[str, float] | None = None
     logprobs: Any = None
+    takes_logprobs: ClassVar[bool] = False  # completions do (chapter 9); chat does not
 
     def unsupported(self) -> str | None:
         """The first field asking for something minillm does not do, or None."""
@@ -93,7 +97,7 @@ class _Request(BaseModel):
                 return name
         if self.logit_bias:
             return "logit_bias"
-        if self.logprobs not in (None, False, 0):
+        if self.logprobs not in (None, False, 0) and not self.takes_logprobs:
             return "logprobs"
         return None
 
@@ -127,6 +131,7 @@ class _Request(BaseModel):
 
 
 class CompletionRequest(_Request):
+    takes_logprobs: ClassVar[bool] = True
     prompt: str | list[int] | list[str] | list[list[int]]
     max_tokens: int | None = 16  # OpenAI's default for completions
     echo: bool = False
@@ -134,13 +139,29 @@ class CompletionRequest(_Request):
     suffix: str | None = None
 
     def unsupported(self) -> str | None:
-        if self.echo:
-            return "echo"
+        if self.stream and (self.echo or self.logprobs is not None):
+            return "echo" if self.echo else "logprobs"  # logprobs and echo: non-streamed only
+        if self.logprobs is not None:  # chapter 9: OpenAI's legacy logprobs (an int, the top-k)
+            if (
+                isinstance(self.logprobs, bool)
+                or not isinstance(self.logprobs, int)
+                or not 0 <= self.logprobs <= 20
+            ):
+                return "logprobs"
         if self.best_of not in (None, 1):
             return "best_of"
         if self.suffix:
             return "suffix"
         return super().unsupported()
+
+    def sampling_params(self, max_tokens: int) -> SamplingParams:
+        """As for chat, plus logprobs: of the sampled tokens, and with echo of the prompt's too."""
+        params = super().sampling_params(max_tokens)
+        if self.logprobs is not None:
+            params.logprobs = self.logprobs
+            params.prompt_logprobs = self.logprobs if self.echo else None
+            params.__post_init__()
+        return params
 
     def prompts(self) -> list[str | list[int]]:
         """One prompt, or a batch of them: text, or token ids (as vLLM and OpenAI take them)."""

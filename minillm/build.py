@@ -85,10 +85,12 @@ def triton_backend(kv):
     """Chapter 7's backend; Triton is imported only when a stage asks for it."""
     try:
         from minillm.attention.triton.backend import TritonAttention
-    except ImportError as e:
+    except ModuleNotFoundError as e:
         raise ValueError(
             f"attention='triton' needs the triton package ({e}); `pip install triton` (Linux wheels only)"
         ) from e
+    except ImportError as e:  # Triton imported too early for its interpreter (attention/triton/__init__.py)
+        raise ValueError(f"attention='triton': {e}") from e
     return TritonAttention(kv)
 
 

@@ -3,10 +3,17 @@ save_pretrained (no downloads), plus a tiny byte-level BPE tokenizer for text in
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
 import torch
+
+# Chapter 7's kernels run in Triton's interpreter without a GPU. `import minillm` sets this too, but a test
+# module that imports torch._dynamo first (which imports Triton) would have Triton's helpers decorated
+# for compiling: set it before any test module is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 FAMILIES = ("llama", "llama3", "qwen2", "qwen3")
 VOCAB = 384

@@ -1,11 +1,13 @@
-"""A unified engine run that meets every batch structure: a request every 5 steps (prompts up to
-three chunks of a 32-token budget), so steps are prefill-only, decode-only and mixed."""
+"""Helpers shared by the chapter 6 and 7 tests: a unified engine run that meets every batch structure
+(a request every 5 steps, prompts up to three chunks of a 32-token budget, so steps are prefill-only,
+decode-only and mixed), and an engine whose runner replays decode steps through simulated CUDA graphs."""
 
 from __future__ import annotations
 
 import random
 
-from minillm import SamplingParams
+from minillm import LLM, SamplingParams
+from minillm.graphs import CUDAGraphRunner
 
 
 def mixed_run(llm, steps: int = 60, seed: int = 0) -> tuple[dict[int, list[int]], set[str]]:
@@ -21,3 +23,26 @@ def mixed_run(llm, steps: int = 60, seed: int = 0) -> tuple[dict[int, list[int]]
         b = engine.step_stats[-1]
         kinds.add("decode" if b.num_tokens == b.num_seqs else "prefill" if b.num_seqs == 1 else "mixed")
     return done, kinds
+
+
+def simulated_graph_llm(path, backend_cls, widths=None, **opts):
+    """Stage unified with its runner swapped for a CUDAGraphRunner(simulate=True) over backend_cls (no
+    graph, the same padded buffers), capture batch sizes 1, 2, 4, 8; widths: block-table widths
+    captured (None: only the widest, as stage triton captures)."""
+    llm = LLM(path, stage="unified", **opts)
+    e = llm.engine
+    runner = CUDAGraphRunner(
+        e.model,
+        backend_cls(e.kv),
+        e.kv,
+        "cpu",
+        max_num_tokens=e.config.max_num_batched_tokens,
+        max_num_seqs=e.config.max_num_seqs,
+        max_model_len=e.max_model_len,
+        batch_sizes=[1, 2, 4, 8],
+        widths=widths or [-(-e.max_model_len // e.kv.block_size)],
+        simulate=True,
+    )
+    runner.capture()
+    e.runner = runner
+    return llm

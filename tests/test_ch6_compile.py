@@ -9,12 +9,12 @@ import random
 import pytest
 import torch
 import torch._dynamo
-from mixed_run import mixed_run
+from mixed_run import mixed_run, simulated_graph_llm
 
 from minillm import LLM, SamplingParams
 from minillm.attention.capture import CapturablePagedAttention
 from minillm.compile import InspectingBackend
-from minillm.graphs import CUDAGraphRunner, capture_batch_sizes, capture_widths
+from minillm.graphs import capture_batch_sizes, capture_widths
 
 pytestmark = pytest.mark.ch6
 
@@ -55,24 +55,8 @@ def test_compiled_stage_equals_unified_without_recompile_storm(tiny_path):
 
 
 def graph_llm(tiny_path, **opts):
-    """Stage unified with its runner swapped for a simulated CUDAGraphRunner (no graph, same buffers)."""
-    llm = LLM(tiny_path, stage="unified", **opts)
-    e = llm.engine
-    runner = CUDAGraphRunner(
-        e.model,
-        CapturablePagedAttention(e.kv),
-        e.kv,
-        "cpu",
-        max_num_tokens=e.config.max_num_batched_tokens,
-        max_num_seqs=e.config.max_num_seqs,
-        max_model_len=e.max_model_len,
-        batch_sizes=[1, 2, 4, 8],
-        widths=[2, 4],  # tables wider than 4 blocks (16 tokens at block_size 4) fall back to eager
-        simulate=True,
-    )
-    runner.capture()
-    e.runner = runner
-    return llm
+    """Tables wider than 4 blocks (16 tokens at block_size 4) fall back to eager."""
+    return simulated_graph_llm(tiny_path, CapturablePagedAttention, widths=[2, 4], **opts)
 
 
 def test_graph_replay_equals_eager(tiny_path):

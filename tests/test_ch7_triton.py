@@ -12,7 +12,7 @@ import random
 
 import pytest
 import torch
-from mixed_run import mixed_run
+from mixed_run import mixed_run, simulated_graph_llm
 
 import minillm  # noqa: F401  (sets TRITON_INTERPRET before Triton applies any @triton.jit)
 from minillm import LLM, EngineConfig, SamplingParams
@@ -27,7 +27,6 @@ from minillm.attention.triton.decode import (
 )
 from minillm.attention.triton.prefill import paged_prefill
 from minillm.attention.triton.store import store_kvcache
-from minillm.graphs import CUDAGraphRunner
 from minillm.kv.paged import PagedKVCache
 
 pytestmark = pytest.mark.ch7
@@ -281,26 +280,9 @@ def test_triton_stage_equals_unified_with_a_prefix_cache_hit(tiny_path):
 
 
 def triton_graph_llm(tiny_path, **opts):
-    """Stage unified with its runner swapped for a simulated CUDAGraphRunner over TritonAttention, with
-    one table width, the widest (as build.py captures stage triton on a GPU)."""
-    llm = LLM(tiny_path, stage="unified", **opts)
-    e = llm.engine
-    width = -(-e.max_model_len // e.kv.block_size)
-    runner = CUDAGraphRunner(
-        e.model,
-        TritonAttention(e.kv),
-        e.kv,
-        "cpu",
-        max_num_tokens=e.config.max_num_batched_tokens,
-        max_num_seqs=e.config.max_num_seqs,
-        max_model_len=e.max_model_len,
-        batch_sizes=[1, 2, 4, 8],
-        widths=[width],
-        simulate=True,
-    )
-    runner.capture()
-    e.runner = runner
-    return llm
+    """Decode steps replayed over TritonAttention with one table width, the widest (as build.py
+    captures stage triton on a GPU)."""
+    return simulated_graph_llm(tiny_path, TritonAttention, **opts)
 
 
 GRAPH_OPTS = dict(

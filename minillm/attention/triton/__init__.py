@@ -5,9 +5,10 @@
   decode.py   paged decode: one pass per (sequence, head) (puzzle 16), then split-KV with GQA grouping
   backend.py  TritonAttention: the AttentionBackend that launches them, CUDA-graph capturable
 
-Without a CUDA GPU the kernels run in Triton's interpreter: TRITON_INTERPRET=1 is set by `import minillm`
-(and again here), before any @triton.jit runs, because the decorator decides between compiling and
-interpreting when it is applied, Triton's own helpers (tl.zeros) included.
+Without a CUDA GPU the kernels run in Triton's interpreter: TRITON_INTERPRET=1 is set by `import minillm`,
+before any @triton.jit runs, because the decorator decides between compiling and interpreting when it
+is applied, Triton's own helpers (tl.zeros, tl.sum) included; if Triton came in first, this module
+refuses with the fix rather than fail inside a kernel.
 The puzzles' reference solutions for puzzles 15 and 16 are these kernels (puzzles/solutions/attention.py
 imports them).
 """
@@ -16,8 +17,14 @@ import os
 
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+import minillm  # sets TRITON_INTERPRET on a machine without CUDA
+
+if minillm.TRITON_IMPORTED_TOO_EARLY:
+    raise ImportError(
+        "Triton was imported before minillm on a machine without CUDA, so its helpers are compiled-mode"
+        " functions the interpreter cannot run: set TRITON_INTERPRET=1 in the environment, or import"
+        " minillm before torch._dynamo or triton"
+    )
 
 
 def interpreting() -> bool:

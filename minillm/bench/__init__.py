@@ -18,6 +18,7 @@ CHAPTERS = {
     6: "minillm.bench.ch06",
     7: "minillm.bench.ch07",  # Triton kernels (timed on CUDA; the interpreter checks them on a CPU)
     8: "minillm.bench.ch08",  # serving: starts `minillm serve` per stage and sweeps request rates
+    9: "minillm.bench.ch09",  # programs (minillm.lang) with and without the radix cache
 }
 
 

@@ -89,7 +89,7 @@ class ContinuousScheduler:
     def _schedule_decodes(self) -> ScheduledBatch | None:
         scheduled = []
         for seq in list(self.running):
-            if seq not in self.running:  # preempted below to make room for an earlier sequence
+            if seq.status is not SequenceStatus.RUNNING:  # preempted below to make room for an earlier one
                 continue
             while not self.blocks.can_append(seq):
                 victim = self.running[-1]

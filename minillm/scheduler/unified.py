@@ -22,6 +22,7 @@ Checked by: pytest -m ch4 (hypothesis over arrival patterns and budgets).
 from __future__ import annotations
 
 from minillm.kv.paged import PagedKVCache
+from minillm.request import SequenceStatus
 from minillm.scheduler import ScheduledBatch
 from minillm.scheduler.continuous import ContinuousScheduler
 
@@ -55,7 +56,7 @@ class UnifiedScheduler(ContinuousScheduler):
         for seq in list(self.running):
             if budget == 0:
                 break
-            if seq not in self.running:  # preempted below to make room for an earlier request
+            if seq.status is not SequenceStatus.RUNNING:  # preempted below to make room for an earlier one
                 continue
             n = self._chunk(seq.num_tokens - seq.num_computed_tokens, budget)
             target = seq.num_computed_tokens + n

@@ -14,10 +14,7 @@ from __future__ import annotations
 import torch
 
 
-@torch.library.custom_op("minillm::store_kv", mutates_args=("k_cache", "v_cache"))
-def store_kv(
-    k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor
-) -> None:
+def write_kv(k, v, k_cache, v_cache, slot_mapping) -> None:
     """k, v: (T, nkv, d) this step's; k_cache, v_cache: (blocks, block_size, nkv, d) one layer's;
     slot_mapping: (T,) int64, slot = block * block_size + offset."""
     nkv, d = k.shape[1:]
@@ -25,6 +22,22 @@ def store_kv(
     v_cache.view(-1, nkv, d).index_copy_(0, slot_mapping, v)
 
 
-@store_kv.register_fake
+@torch.library.custom_op("minillm::store_kv", mutates_args=("k_cache", "v_cache"))
+def _store_kv_op(
+    k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor
+) -> None:
+    write_kv(k, v, k_cache, v_cache, slot_mapping)
+
+
+@_store_kv_op.register_fake
 def _(k, v, k_cache, v_cache, slot_mapping) -> None:
     return None
+
+
+def store_kv(k, v, k_cache, v_cache, slot_mapping) -> None:
+    """The operator while torch.compile traces; eagerly, the same code called directly (a custom op's
+    Python dispatch costs tens of microseconds a call, paid per layer per step)."""
+    if torch.compiler.is_compiling():
+        _store_kv_op(k, v, k_cache, v_cache, slot_mapping)
+    else:
+        write_kv(k, v, k_cache, v_cache, slot_mapping)

@@ -42,8 +42,7 @@ class TritonMetadata:
     step: StepInputs | None = None  # what it was built from (for reading; forward never does)
 
 
-@torch.library.custom_op("minillm::triton_attention", mutates_args=("k_cache", "v_cache"))
-def triton_attention(
+def attend(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -61,6 +60,11 @@ def triton_attention(
     if splits is not None:  # one query per sequence: T == B
         return paged_decode(q, k_cache, v_cache, block_tables, context_lens, splits.shape[0])
     return paged_prefill(q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, max_q_len)
+
+
+triton_attention = torch.library.custom_op("minillm::triton_attention", mutates_args=("k_cache", "v_cache"))(
+    attend
+)
 
 
 @triton_attention.register_fake
@@ -98,7 +102,9 @@ class TritonAttention:
         )
 
     def forward(self, layer_idx: int, q, k, v, meta: TritonMetadata) -> torch.Tensor:
-        return triton_attention(
+        # the operator while torch.compile traces; eagerly the same function, without the op's dispatch
+        op = triton_attention if torch.compiler.is_compiling() else attend
+        return op(
             q,
             k,
             v,

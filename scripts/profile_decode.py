@@ -1,0 +1,92 @@
+"""Where a decode step's device time goes, stage by stage: the kernels of a few profiled decode steps.
+
+  python scripts/profile_decode.py --stages unified compiled triton --batch 256 --context 1024
+  python scripts/profile_decode.py --quick            # the embedded model on a CPU: a smoke run
+
+For each stage: dummy Qwen3-0.6B in bf16 (the embedded model with --quick), `batch` requests of
+`context` prompt tokens prefilled, then `steps` decode steps under torch.profiler. Printed per stage:
+host time per step (the engine's phases), device time per step, and the kernels that take most of it.
+A replayed CUDA graph shows as its kernels too (the profiler records them on the device).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import statistics
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+
+def run_stage(stage: str, args) -> None:
+    from minillm import DEFAULT_MODEL, LLM, SamplingParams
+
+    cuda = torch.cuda.is_available()
+    llm = LLM(
+        DEFAULT_MODEL if args.quick else "qwen3-0.6b",
+        load_format="auto" if args.quick else "dummy",
+        stage=stage,
+        device="cuda" if cuda else "cpu",
+        max_num_seqs=args.batch,
+        max_num_batched_tokens=8192,
+        max_model_len=args.context + args.steps + 64,
+        kv_cache_tokens=args.batch * (args.context + args.steps + 64),
+    )
+    engine, rng = llm.engine, random.Random(0)
+    vocab = min(engine.model_config.vocab_size, 8000)
+    for _ in range(args.batch):
+        prompt = [rng.randrange(16, vocab) for _ in range(args.context)]
+        engine.add_request(prompt, SamplingParams(max_tokens=10 * args.steps, temperature=0.0, ignore_eos=True))
+    while any(s.num_computed_tokens < s.num_prompt_tokens for s in engine.scheduler.running) or (
+        engine.scheduler.waiting
+    ):
+        engine.step()  # prefill, and the first decodes of early finishers' neighbours
+    for _ in range(3):
+        engine.step()  # warm: every decode kernel seen once
+    engine.step_stats.clear()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            engine.step()
+        if cuda:
+            torch.cuda.synchronize()
+        wall = (time.perf_counter() - t0) / args.steps
+    stats = list(engine.step_stats)
+    phases = {k: statistics.median(s.phase_s.get(k, 0.0) for s in stats) * 1e3 for k in stats[0].phase_s}
+    attr = "self_device_time_total" if cuda else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
+    device_us = sum(getattr(e, attr) for e in events) / args.steps
+    print(f"\n== stage {stage}: batch {args.batch}, context {args.context}, {args.steps} decode steps")
+    print(f"wall {wall * 1e3:.2f} ms/step; " + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()) + " ms")
+    print(f"{'device' if cuda else 'cpu (self)'} time {device_us / 1e3:.2f} ms/step; top kernels:")
+    for e in sorted(events, key=lambda e: -getattr(e, attr))[: args.top]:
+        per_step = getattr(e, attr) / args.steps / 1e3
+        print(f"  {per_step:8.3f} ms  x{e.count // args.steps:<4d} {e.key[:100]}")
+    del llm, engine
+    torch._dynamo.reset()
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stages", nargs="+", default=["unified", "compiled", "triton"])
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--context", type=int, default=1024)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--top", type=int, default=12)
+    p.add_argument("--quick", action="store_true", help="the embedded model, batch 4, context 32, stage unified")
+    args = p.parse_args()
+    if args.quick:
+        args.batch, args.context, args.stages = 4, 32, ["unified"]
+    for stage in args.stages:
+        run_stage(stage, args)
+
+
+if __name__ == "__main__":
+    main()

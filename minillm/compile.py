@@ -167,7 +167,10 @@ def compile_model(model, mode: str | None, backend="inductor"):
     runs under them. mode: "default" or "max-autotune" (Inductor's modes)."""
     if mode not in COMPILE_MODES or mode is None:
         raise ValueError(f"compile must be one of {COMPILE_MODES[1:]}, got {mode!r}")
-    options = {"mode": mode} if backend == "inductor" else {}
+    # The runner records its own CUDA graphs (graphs.py): Inductor's, which "max-autotune" turns on,
+    # would be captured inside them. Autotuning without them is the same kernels.
+    inductor_mode = "max-autotune-no-cudagraphs" if mode == "max-autotune" else mode
+    options = {"mode": inductor_mode} if backend == "inductor" else {}
     compiled = torch.compile(model.forward, backend=backend, dynamic=True, **options)
 
     def forward(input_ids, positions, attn_backend, meta):

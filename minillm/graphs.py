@@ -123,7 +123,10 @@ class CUDAGraphRunner(ModelRunner):
         return min(fits) if fits else None
 
     def prepare(self, batch: ScheduledBatch, sample: list[int] | None = None):
-        key = self.graph_for(batch)
+        # A graph returns logits for every row; a one-token chunk in the middle of a prompt samples
+        # nothing, so a step with such a row runs the ordinary forward, which picks the rows that sample.
+        every_row_samples = sample is None or len(sample) == len(batch.seqs)
+        key = self.graph_for(batch) if every_row_samples else None
         if key is None:
             return super().prepare(batch, sample)
         n, w = key

@@ -73,6 +73,21 @@ def test_graph_replay_equals_eager(tiny_path):
     assert runner.num_replays > 0  # decode steps replayed (and wide tables fell back to eager)
 
 
+def test_one_token_prefill_chunks_do_not_replay(tiny_path):
+    """With long_prefill_token_threshold=1 every step gives each row one token, but a row in the middle
+    of its prompt samples nothing: such a step must not replay a graph (which returns every row's
+    logits), or the tokens of the rows after it go to the wrong requests."""
+    opts = dict(max_num_batched_tokens=64, kv_cache_tokens=1024, max_num_seqs=8, block_size=4)
+    opts["long_prefill_token_threshold"] = 1
+    prompts = [[5, 6, 7], [8, 9, 10, 11, 12], [13, 14]]
+    params = SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True)
+    want = LLM(tiny_path, stage="unified", **opts).generate(prompt_token_ids=prompts, sampling_params=params)
+    llm = graph_llm(tiny_path, **opts)
+    got = llm.generate(prompt_token_ids=prompts, sampling_params=params)
+    assert [o.token_ids for o in got] == [o.token_ids for o in want]
+    assert llm.engine.runner.num_replays > 0  # the steps where every row samples still replay
+
+
 def test_padded_rows_write_only_the_dummy_block(tiny_path):
     llm = graph_llm(tiny_path, max_num_batched_tokens=64, kv_cache_tokens=1024, max_num_seqs=8, block_size=4)
     engine, kv = llm.engine, llm.engine.kv

@@ -241,6 +241,14 @@ def test_backend_refuses_kv_heads_that_are_not_a_power_of_two():
         TritonAttention(PagedKVCache(1, 4, 16, nkv, 32, torch.float32, "cpu"))
 
 
+def test_backend_refuses_head_dims_the_kernels_cannot_tile():
+    for d in (8, 80, 96):  # below tl.dot's 16, or not a power of two (tl.arange)
+        with pytest.raises(ValueError, match=f"head_dim.*{d}"):
+            TritonAttention(PagedKVCache(1, 4, 16, 2, d, torch.float32, "cpu"))
+    for d in (16, 64, 128):
+        TritonAttention(PagedKVCache(1, 4, 16, 2, d, torch.float32, "cpu"))
+
+
 def test_tiny_model_kv_heads_are_a_power_of_two(tiny_path):
     nkv = LLM(tiny_path, stage="unified", kv_cache_tokens=256).engine.model_config.num_kv_heads
     assert nkv & (nkv - 1) == 0, nkv

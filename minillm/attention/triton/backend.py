@@ -76,11 +76,16 @@ class TritonAttention:
     """AttentionBackend + GraphCaptureBackend (minillm/attention/backend.py) over a PagedKVCache."""
 
     def __init__(self, kv):
-        num_kv_heads = kv.k_cache[0].shape[2]
+        _, _, num_kv_heads, head_dim = kv.k_cache[0].shape
         if num_kv_heads & (num_kv_heads - 1):
             raise ValueError(
                 f"the triton backend stores one token's {num_kv_heads} KV heads as one power-of-two tile;"
                 " use attention='torch' for this model"
+            )
+        if head_dim < 16 or head_dim & (head_dim - 1):
+            raise ValueError(
+                f"the triton kernels tile head_dim as a power of two of at least 16 (tl.arange, tl.dot),"
+                f" this model's is {head_dim}; use attention='torch'"
             )
         self.kv = kv
         self.num_kv_heads = num_kv_heads

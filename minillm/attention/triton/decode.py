@@ -44,7 +44,7 @@ def paged_decode_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, conte
     l_i = 0.0
     acc = tl.zeros((D,), dtype=tl.float32)
     for i in range(0, tl.cdiv(n, BLOCK_SIZE)):  # only the blocks this sequence owns
-        block_id = tl.load(block_tables_ptr + b * max_blocks + i)
+        block_id = tl.load(block_tables_ptr + b * max_blocks + i).to(tl.int64)  # offsets past 2^31
         pos = i * BLOCK_SIZE + offs_t  # (BLOCK_SIZE,) token positions in the sequence
         rows = ((block_id * BLOCK_SIZE + offs_t[:, None]) * KVH + kvh) * D + offs_d[None, :]  # (BLOCK_SIZE, D)
         k = tl.load(k_cache_ptr + rows, mask=pos[:, None] < n, other=0.0).to(tl.float32)

@@ -143,12 +143,12 @@ def build_app(
         if name is not None:
             raise APIError(400, f"{name}: not supported by minillm", param=name)
 
-    def encode(prompt, prompt_field: str) -> list[int]:
+    def encode(prompt, prompt_field: str, add_special_tokens: bool = True) -> list[int]:
         if isinstance(prompt, list):
             return prompt
         if tokenizer is None:
             raise APIError(400, f"{prompt_field}: this model has no tokenizer; send token ids", prompt_field)
-        return tokenizer.encode(prompt)
+        return tokenizer.encode(prompt, add_special_tokens=add_special_tokens)
 
     async def start(prompts: list, req, max_tokens, prompt_field: str) -> RequestStream:
         try:
@@ -197,7 +197,8 @@ def build_app(
         check(req)
         try:
             text = chat_template.render(req.chat_messages(), req.add_generation_prompt)
-            prompt = encode(text, "messages")
+            # the template writes any BOS itself (Llama 3's does), as vLLM assumes: no second one
+            prompt = encode(text, "messages", add_special_tokens=False)
         except ValueError as err:
             raise APIError(400, str(err), param_of(str(err), "messages")) from None
         max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens

@@ -120,7 +120,7 @@ class AsyncEngine:
             self._abort_all(EngineDeadError("the server is shutting down"))
         except BaseException as err:  # a failed step: every request in flight gets the error
             self.error = err
-            self._abort_all(err)
+            self._abort_all(EngineDeadError(f"engine step failed: {err!r}"))
 
     def _drain_commands(self) -> bool:
         """Carry out every queued command; False once "stop" has been seen."""
@@ -169,10 +169,16 @@ class AsyncEngine:
             loop.call_soon_threadsafe(_put_all, items)
 
     def _abort_all(self, err: BaseException) -> None:
-        for request_id, live in list(self._live.items()):
-            self.engine.abort_request(request_id)
-            self.metrics.on_abort()
+        """Every request in flight gets err first (so no client waits forever), then its blocks back; an
+        engine whose step just failed may fail to abort too, and that must not stop the others."""
+        for live in self._live.values():
             live.loop.call_soon_threadsafe(live.outputs.put_nowait, err)
+        for request_id in list(self._live):
+            try:
+                self.engine.abort_request(request_id)
+            except Exception:
+                pass
+            self.metrics.on_abort()
         self._live.clear()
         while True:  # commands that will never run: fail their futures
             try:

@@ -59,6 +59,8 @@ class AsyncEngine:
         self._wake = threading.Event()
         self._live: dict[int, _Live] = {}  # touched by the loop thread only
         self._stopping = False
+        self._closed = False  # set, under _closing, when the loop has failed its last pending command
+        self._closing = threading.Lock()
         self.error: BaseException | None = None  # why the loop died, if it did
         self._thread = threading.Thread(target=self._run, name="minillm-engine-loop", daemon=True)
         self._thread.start()
@@ -74,7 +76,10 @@ class AsyncEngine:
             raise EngineDeadError(f"the engine loop is not running ({self.error or 'shut down'})")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._commands.put((name, args, loop, future))
+        with self._closing:  # a command queued after the loop's final drain would wait forever
+            if self._closed:
+                raise EngineDeadError(f"the engine loop is not running ({self.error or 'shut down'})")
+            self._commands.put((name, args, loop, future))
         self._wake.set()
         return await future
 
@@ -180,13 +185,15 @@ class AsyncEngine:
                 pass
             self.metrics.on_abort()
         self._live.clear()
-        while True:  # commands that will never run: fail their futures
-            try:
-                _, _, loop, future = self._commands.get_nowait()
-            except queue.Empty:
-                break
-            if future is not None:
-                loop.call_soon_threadsafe(_settle, future, None, EngineDeadError(str(err)))
+        with self._closing:
+            self._closed = True
+            while True:  # commands that will never run: fail their futures
+                try:
+                    _, _, loop, future = self._commands.get_nowait()
+                except queue.Empty:
+                    break
+                if future is not None:
+                    loop.call_soon_threadsafe(_settle, future, None, EngineDeadError(str(err)))
 
     def _settle_or_abort(self, name: str, future: asyncio.Future, result) -> None:
         """On the event loop: hand a command's result over; a request whose caller was cancelled while

@@ -93,8 +93,8 @@ def brute_force_select(hf, tokenizer, prefix: str, choices: list[str]) -> tuple[
     scores = []
     for c in choices:
         ids = tokenizer.encode(prefix + c)
-        offsets = [len(tokenizer.decode(ids[:j])) for j in range(len(ids) + 1)]
-        k = ml.ir.choice_start(offsets, len(prefix))
+        # the choice starts at the last token that starts at or before the prefix's end (every token tried)
+        k = max(j for j in range(len(ids)) if len(tokenizer.decode(ids[:j])) <= len(prefix))
         with torch.no_grad():
             logp = hf(torch.tensor([ids])).logits[0].float().log_softmax(-1)
         scores.append([logp[p - 1, ids[p]].item() for p in range(k, len(ids))])
@@ -127,6 +127,17 @@ def test_choices_methods():
     assert ml.token_length_normalized(lp) == 1
     assert ml.greedy_token_selection(lp) == 0
     assert ml.greedy_token_selection([[-0.2], [-0.2, -0.3]]) == 0  # the short one extended by its mean
+
+
+def test_choice_start_search_equals_a_scan():
+    import random
+
+    rng = random.Random(0)
+    for _ in range(300):
+        offsets = sorted(rng.randrange(0, 40) for _ in range(rng.randint(1, 12)))
+        prefix_len = rng.randrange(0, 45)
+        scan = max((j for j in range(len(offsets)) if offsets[j] <= prefix_len), default=0)
+        assert ml.ir.choice_start(offsets.__getitem__, len(offsets), prefix_len) == scan
 
 
 def test_constraints_inside_gen_hold(runtime):

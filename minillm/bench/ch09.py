@@ -42,7 +42,7 @@ SCALES = {
         max_model_len=256,
     ),
     "full": dict(
-        few_shot=dict(num_programs=64, num_examples=16, example_words=40),
+        few_shot=dict(num_programs=64, num_examples=12, example_words=30),
         chat=dict(num_programs=16, num_turns=4, message_words=40),
         tree=dict(num_programs=8, fan_out=3, root_words=200),
         json=dict(num_programs=32, doc_words=300),

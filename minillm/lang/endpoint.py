@@ -13,8 +13,6 @@ Checked by: pytest -m ch9 tests/test_ch9_endpoint.py.
 
 from __future__ import annotations
 
-import httpx
-
 from minillm.lang.ir import CHOICES_METHODS, choice_start
 from minillm.request import SamplingParams
 
@@ -25,6 +23,8 @@ class Endpoint:
     ):
         """base_url: the server's root (http://host:port) or its /v1; model: the served name (default: the
         first of /v1/models)."""
+        import httpx  # the server's client library; only this backend needs it
+
         root = base_url.rstrip("/")
         self.api_url = root if root.endswith("/v1") else root + "/v1"
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -75,7 +75,7 @@ class Endpoint:
                 {"prompt": text, "max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": 0}
             )
             lp, P = data["choices"][0]["logprobs"], data["usage"]["prompt_tokens"]
-            k = choice_start(lp["text_offset"][:P] + [len(text)], len(prefix))
+            k = choice_start(lp["text_offset"].__getitem__, P, len(prefix))
             if k == 0:
                 raise ValueError("select: there must be text before it (a first token has no logprob)")
             logprobs.append(lp["token_logprobs"][k:P])

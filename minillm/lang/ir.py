@@ -128,9 +128,19 @@ CHOICES_METHODS = {
 }
 
 
-def choice_start(offsets: list[int], prefix_len: int) -> int:
-    """Index of a choice's first token in prefix + choice: the last token starting at or before the
-    prefix's end that is not past the text (offsets: each token's start in the text, plus the text's
-    length). A token straddling the boundary belongs to the choice: it is scored, never dropped.
-    Both backends use this rule, so a program selects the same choice on either."""
-    return max((j for j in range(len(offsets) - 1) if offsets[j] <= prefix_len), default=0)
+def choice_start(offset_of, num_tokens: int, prefix_len: int) -> int:
+    """Index of a choice's first token among the num_tokens tokens of prefix + choice: the last token
+    that starts at or before the prefix's end (offset_of(j): where token j starts in the decoded text,
+    a non-decreasing function of j). A token straddling the boundary belongs to the choice: it is scored,
+    never dropped. Both backends use this rule, so a program selects the same choice on either. A binary
+    search: a few decodes, not one per token."""
+    lo, hi = 0, num_tokens - 1  # the answer is in [lo, hi] once offset_of(lo) <= prefix_len
+    if offset_of(0) > prefix_len:
+        return 0
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if offset_of(mid) <= prefix_len:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

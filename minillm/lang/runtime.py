@@ -7,6 +7,9 @@ select sends one request per choice, prefix + choice, each asking for the logpro
 tokens only (SamplingParams.prompt_logprobs with logprob_start_len at the choice's first token): the
 engine then lets the prefix cache serve the prefix, as SGLang does, and computes the rest.
 
+While a Runtime has requests in flight its loop thread owns the engine: do not call llm.generate on
+the same LLM from another thread meanwhile (between programs it is fine).
+
 Checked by: pytest -m ch9 tests/test_ch9_lang.py.
 """
 
@@ -61,8 +64,7 @@ class Runtime:
         return index, meta
 
     def _choice_start(self, ids: list[int], prefix_len: int) -> int:
-        offsets = [len(self.tokenizer.decode(ids[:j])) for j in range(len(ids) + 1)]
-        return choice_start(offsets, prefix_len)
+        return choice_start(lambda j: len(self.tokenizer.decode(ids[:j])), len(ids), prefix_len)
 
     # -- the loop ---------------------------------------------------------------------------------
     def submit(self, prompt, params: SamplingParams) -> Future:

@@ -304,7 +304,9 @@ def keep(bench: Bench, row: dict) -> dict:
     Path(bench.out).mkdir(parents=True, exist_ok=True)
     with open(Path(bench.out) / "ch07_rows.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
-    print(json.dumps(row), flush=True)
+    what = row.get("variant") or f"{row['kernel']} {row['impl']}"
+    figure = next((f"{row[k]:.2f} {k}" for k in ("tok_s", "tflops", "tb_s", "max_abs_err") if row.get(k)), "")
+    print(f"{what:>40} | {row.get('workload', ''):>14} | {figure}", flush=True)
     return row
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import random
 
+import torch
+
 from minillm import LLM, SamplingParams
 from minillm.graphs import CUDAGraphRunner
 
@@ -46,3 +48,22 @@ def simulated_graph_llm(path, backend_cls, widths=None, **opts):
     runner.capture()
     e.runner = runner
     return llm
+
+
+def assert_padded_rows_write_only_the_dummy_block(llm) -> None:
+    """Three requests (block_size 4) prefilled eagerly, then one decode step of 3 rows replayed in the
+    4-row graph: in every layer the K cache changes only in the three rows' current blocks and in the
+    dummy block, which the padded row must have written."""
+    engine, kv = llm.engine, llm.engine.kv
+    for p in ([5, 6, 7], [8, 9], [10, 11, 12, 13, 14]):
+        engine.add_request(p, SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True))
+    engine.step()  # prefill, eager
+    before = [t.clone() for t in kv.k_cache]
+    batch_rows = len(engine.scheduler.running)
+    engine.step()  # 3 decodes in the 4-row graph: one padded row
+    assert engine.runner.num_replays == 1 and batch_rows == 3
+    written = {s.block_table[(s.num_computed_tokens - 1) // 4] for s in engine.scheduler.running}
+    for layer, (old, new) in enumerate(zip(before, kv.k_cache)):
+        changed = {b for b in range(kv.num_blocks + 1) if not torch.equal(old[b], new[b])}
+        assert changed <= written | {kv.dummy_block}, (layer, changed)
+        assert kv.dummy_block in changed  # the padded row wrote there

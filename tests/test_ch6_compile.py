@@ -9,7 +9,7 @@ import random
 import pytest
 import torch
 import torch._dynamo
-from mixed_run import mixed_run, simulated_graph_llm
+from mixed_run import assert_padded_rows_write_only_the_dummy_block, mixed_run, simulated_graph_llm
 
 from minillm import LLM, SamplingParams
 from minillm.attention.capture import CapturablePagedAttention
@@ -90,20 +90,7 @@ def test_one_token_prefill_chunks_do_not_replay(tiny_path):
 
 def test_padded_rows_write_only_the_dummy_block(tiny_path):
     llm = graph_llm(tiny_path, max_num_batched_tokens=64, kv_cache_tokens=1024, max_num_seqs=8, block_size=4)
-    engine, kv = llm.engine, llm.engine.kv
-    for p in ([5, 6, 7], [8, 9], [10, 11, 12, 13, 14]):
-        engine.add_request(p, SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True))
-    engine.step()  # prefill, eager
-    before = [t.clone() for t in kv.k_cache]
-    batch_rows = len(engine.scheduler.running)
-    engine.step()  # 3 decodes in the 4-row graph: one padded row
-    assert engine.runner.num_replays == 1
-    written = {s.block_table[(s.num_computed_tokens - 1) // 4] for s in engine.scheduler.running}
-    for layer, (old, new) in enumerate(zip(before, kv.k_cache)):
-        changed = {b for b in range(kv.num_blocks + 1) if not torch.equal(old[b], new[b])}
-        assert changed <= written | {kv.dummy_block}, (layer, changed)
-        assert kv.dummy_block in changed  # the padded row wrote there
-    assert batch_rows == 3
+    assert_padded_rows_write_only_the_dummy_block(llm)
 
 
 def test_capture_sizes():

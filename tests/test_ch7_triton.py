@@ -12,7 +12,7 @@ import random
 
 import pytest
 import torch
-from mixed_run import mixed_run, simulated_graph_llm
+from mixed_run import assert_padded_rows_write_only_the_dummy_block, mixed_run, simulated_graph_llm
 
 import minillm  # noqa: F401  (sets TRITON_INTERPRET before Triton applies any @triton.jit)
 from minillm import LLM, EngineConfig, SamplingParams
@@ -314,20 +314,7 @@ def test_graph_replay_over_triton_equals_eager(tiny_path):
 
 
 def test_padded_rows_write_only_the_dummy_block_under_triton(tiny_path):
-    llm = triton_graph_llm(tiny_path, **GRAPH_OPTS)
-    engine, kv = llm.engine, llm.engine.kv
-    for p in ([5, 6, 7], [8, 9], [10, 11, 12, 13, 14]):
-        engine.add_request(p, SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True))
-    engine.step()  # prefill, eager
-    before = [t.clone() for t in kv.k_cache]
-    batch_rows = len(engine.scheduler.running)
-    engine.step()  # 3 decodes in the 4-row graph: one padded row
-    assert engine.runner.num_replays == 1 and batch_rows == 3
-    written = {s.block_table[(s.num_computed_tokens - 1) // 4] for s in engine.scheduler.running}
-    for layer, (old, new) in enumerate(zip(before, kv.k_cache)):
-        changed = {b for b in range(kv.num_blocks + 1) if not torch.equal(old[b], new[b])}
-        assert changed <= written | {kv.dummy_block}, (layer, changed)
-        assert kv.dummy_block in changed  # the padded row wrote there
+    assert_padded_rows_write_only_the_dummy_block(triton_graph_llm(tiny_path, **GRAPH_OPTS))
 
 
 # Config, and one source of truth with the puzzles

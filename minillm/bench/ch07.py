@@ -30,6 +30,7 @@ import torch
 from torch.nn import functional as F
 
 from minillm.bench.ch01 import copy_bandwidth
+from minillm.bench.ch06 import COLUMNS as CH06_COLUMNS
 from minillm.bench.ch06 import roofline_tok_s, step_split, throughput, warm_up_structures
 from minillm.bench.common import Bench
 from minillm.bench.report import markdown_table, pyplot, save_figure
@@ -342,18 +343,8 @@ KERNEL_COLUMNS = [
     ("of_copy", "of copy bw", ".0%"),
     ("max_abs_err", "max abs err", ".1e"),
 ]
-E2E_COLUMNS = [
-    ("variant", "stage", ""),
-    ("workload", "workload", ""),
-    ("tok_s", "out tok/s", ".1f"),
-    ("tpot_p50_ms", "TPOT p50 ms", ".2f"),
-    ("tpot_p99_ms", "TPOT p99 ms", ".2f"),
-    ("host_ms", "host ms/step", ".2f"),
-    ("device_wait_ms", "device wait ms/step", ".2f"),
-    ("roofline_frac", "HBM roofline", ".1%"),
-    ("token_agreement", "tokens = first stage", ".1%"),
-    ("startup_s", "start-up s", ".1f"),
-]
+HEADERS = {"variant": "stage", "token_agreement": "tokens = first stage"}
+E2E_COLUMNS = [(key, HEADERS.get(key, head), fmt) for key, head, fmt in CH06_COLUMNS]  # chapter 6's table
 
 
 def plot(result: dict, path, title: str) -> None:

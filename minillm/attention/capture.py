@@ -13,10 +13,9 @@ Checked by: pytest -m ch6 -k graph (replay without capture on the CPU, against e
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from minillm.attention.metadata import AttentionMetadata, PaddedGroup, StepInputs
+from minillm.attention.metadata import AttentionMetadata, PaddedGroup, StepInputs, pad_decode_step
 from minillm.attention.paged import PagedAttention
 
 
@@ -54,12 +53,8 @@ class CapturablePagedAttention(PagedAttention):
 
     def prepare_for_replay(self, step: StepInputs, num_seqs: int, num_blocks: int) -> None:
         """Copy a decode step of B <= num_seqs rows into the buffers, padding rows B..num_seqs-1."""
-        B, W = step.num_seqs, step.block_tables_host.shape[1]
-        bs, dummy = self.kv.block_size, self.kv.dummy_block
-        tables = np.full((num_seqs, num_blocks), dummy, dtype=np.int64)  # (n, w)
-        tables[:B, : min(W, num_blocks)] = step.block_tables_host[:, :num_blocks]
-        ctx = np.ones(num_seqs, dtype=np.int64)  # (n,): a padded row sees one key, the dummy block's first
-        ctx[:B] = step.context_lens_host
+        B, bs, dummy = step.num_seqs, self.kv.block_size, self.kv.dummy_block
+        tables, ctx = pad_decode_step(step, num_seqs, num_blocks)  # (n, w), (n,)
         tables_view, mask_view = self.graph_views(num_seqs, num_blocks)
         tables_view.copy_(torch.from_numpy(tables), non_blocking=True)
         self.cg_context_lens[:num_seqs].copy_(torch.from_numpy(ctx), non_blocking=True)

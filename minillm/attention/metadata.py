@@ -94,6 +94,17 @@ def token_positions(q_lens: np.ndarray, context_lens: np.ndarray) -> tuple[np.nd
     return seq_of_token, (context_lens - q_lens)[seq_of_token] + offset
 
 
+def pad_decode_step(step: StepInputs, num_seqs: int, num_blocks: int) -> tuple[np.ndarray, np.ndarray]:
+    """A decode step's block tables (num_seqs, num_blocks) and context lengths (num_seqs,), int64, padded
+    to a captured graph's size (chapter 6): padded rows point at the dummy block and see one key."""
+    B, W = step.num_seqs, step.block_tables_host.shape[1]
+    tables = np.full((num_seqs, num_blocks), step.dummy_block, dtype=np.int64)  # (n, w)
+    tables[:B, : min(W, num_blocks)] = step.block_tables_host[:, :num_blocks]
+    ctx = np.ones(num_seqs, dtype=np.int64)  # (n,)
+    ctx[:B] = step.context_lens_host
+    return tables, ctx
+
+
 def slot_mapping(q_lens, context_lens, tables: np.ndarray, block_size: int) -> np.ndarray:
     """(T,) slot of each new token: block_table[p // block_size] * block_size + p % block_size."""
     seq_of_token, pos = token_positions(np.asarray(q_lens), np.asarray(context_lens))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from minillm.attention.metadata import StepInputs
+from minillm.attention.metadata import StepInputs, pad_decode_step
 from minillm.attention.triton.decode import MAX_SPLITS, decode_splits, paged_decode
 from minillm.attention.triton.prefill import paged_prefill
 from minillm.attention.triton.store import store_kvcache
@@ -147,15 +147,11 @@ class TritonAttention:
         )
 
     def prepare_for_replay(self, step: StepInputs, num_seqs: int, num_blocks: int) -> None:
-        B, W = step.num_seqs, step.block_tables_host.shape[1]
-        dummy = self.kv.dummy_block
-        tables = np.full((num_seqs, num_blocks), dummy, dtype=np.int32)  # (n, w)
-        tables[:B, : min(W, num_blocks)] = step.block_tables_host[:, :num_blocks]
-        ctx = np.ones(num_seqs, dtype=np.int32)
-        ctx[:B] = step.context_lens_host
+        B = step.num_seqs
+        tables, ctx = pad_decode_step(step, num_seqs, num_blocks)  # (n, w), (n,)
         self.cg_block_tables[: num_seqs * num_blocks].view(num_seqs, num_blocks).copy_(
-            torch.from_numpy(tables), non_blocking=True
+            torch.from_numpy(tables.astype(np.int32)), non_blocking=True
         )
-        self.cg_context_lens[:num_seqs].copy_(torch.from_numpy(ctx), non_blocking=True)
+        self.cg_context_lens[:num_seqs].copy_(torch.from_numpy(ctx.astype(np.int32)), non_blocking=True)
         self.cg_slot_mapping[:B].copy_(step.slot_mapping)
-        self.cg_slot_mapping[B:num_seqs].fill_(dummy * self.kv.block_size)
+        self.cg_slot_mapping[B:num_seqs].fill_(self.kv.dummy_block * self.kv.block_size)

@@ -1,6 +1,7 @@
 """Where a decode step's device time goes, stage by stage: the kernels of a few profiled decode steps.
 
   python scripts/profile_decode.py --stages unified compiled triton --batch 256 --context 1024
+  python scripts/profile_decode.py --stages compiled triton --no-compile   # graphs without Inductor
   python scripts/profile_decode.py --quick            # the embedded model on a CPU: a smoke run
 
 For each stage: dummy Qwen3-0.6B in bf16 (the embedded model with --quick), `batch` requests of
@@ -34,12 +35,15 @@ def run_stage(stage: str, args) -> None:
         max_num_batched_tokens=8192,
         max_model_len=args.context + args.steps + 64,
         kv_cache_tokens=args.batch * (args.context + args.steps + 64),
+        **({"compile": None} if args.no_compile else {}),
     )
     engine, rng = llm.engine, random.Random(0)
     vocab = min(engine.model_config.vocab_size, 8000)
     for _ in range(args.batch):
         prompt = [rng.randrange(16, vocab) for _ in range(args.context)]
-        engine.add_request(prompt, SamplingParams(max_tokens=10 * args.steps, temperature=0.0, ignore_eos=True))
+        engine.add_request(
+            prompt, SamplingParams(max_tokens=10 * args.steps, temperature=0.0, ignore_eos=True)
+        )
     while any(s.num_computed_tokens < s.num_prompt_tokens for s in engine.scheduler.running) or (
         engine.scheduler.waiting
     ):
@@ -80,7 +84,14 @@ def main() -> None:
     p.add_argument("--context", type=int, default=1024)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--top", type=int, default=12)
-    p.add_argument("--quick", action="store_true", help="the embedded model, batch 4, context 32, stage unified")
+    p.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="compile=None: CUDA graphs over eager kernels (start-up in seconds; the attention kernels are the same)",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="the embedded model, batch 4, context 32, stage unified"
+    )
     args = p.parse_args()
     if args.quick:
         args.batch, args.context, args.stages = 4, 32, ["unified"]

@@ -126,6 +126,22 @@ def test_streamed_completion_joins_to_the_same_text_with_usage_last(client, refe
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
     assert not chunks[-1].choices and chunks[-1].usage.completion_tokens == 24
     assert len({c.id for c in chunks}) == 1
+    assert len([c for c in chunks if c.choices]) == 24  # one chunk per token: clients time tokens by them
+
+
+def test_a_token_whose_text_is_held_back_still_streams_a_chunk(client, reference):
+    """A stop string holds back text that could start it: those tokens stream chunks with empty text (as
+    vLLM's do), so a client still sees every token arrive."""
+    stop = "@" * 40  # never produced, and holds back 39 characters until the request finishes
+    chunks = [
+        c
+        for c in client.completions.create(
+            model=MODEL, prompt=PROMPTS[3], max_tokens=12, temperature=0, stream=True, stop=[stop]
+        )
+        if c.choices
+    ]
+    assert len(chunks) == 12 and chunks[0].choices[0].text == ""
+    assert "".join(c.choices[0].text for c in chunks) == reference(PROMPTS[3], 12).text
 
 
 def test_token_id_prompts_and_a_batch_of_prompts(client, llm, reference):

@@ -21,6 +21,7 @@ from minillm.bench.serve import (
     parse_goodput,
     parse_rates,
     run_benchmark,
+    send_completion,
     send_times,
 )
 
@@ -54,6 +55,27 @@ def test_metrics_follow_vllm_definitions():
     assert m["mean_tpot_ms"] == pytest.approx(50.0)  # (E2EL - TTFT) / (n - 1); one-token requests have none
     assert m["median_ttft_ms"] == pytest.approx(150.0) and m["p99_itl_ms"] == pytest.approx(50.0)
     assert m["request_goodput"] == 0.5  # only a meets both SLOs (b's TTFT is 200 ms)
+
+
+def test_tokens_whose_text_is_empty_are_still_timed():
+    """Random weights (and byte-level tokens that end mid-character) stream chunks with empty text: each
+    is a token, so the first one sets TTFT and every later one adds an inter-token latency."""
+    import httpx
+
+    texts = ["", "", "a", "", "b"]
+    chunks = [{"choices": [{"index": 0, "text": t, "finish_reason": None}]} for t in texts]
+    chunks.append({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 5}})
+    body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+
+    async def go():
+        transport = httpx.MockTransport(lambda request: httpx.Response(200, text=body))
+        async with httpx.AsyncClient(transport=transport) as http:
+            req = ServeRequest(prompt=[1, 2, 3], max_tokens=5)
+            return await send_completion(http, "http://x/v1/completions", "m", req, {}, 0.0)
+
+    res = asyncio.run(go())
+    assert res.success and res.text == "ab" and res.output_tokens == 5
+    assert res.ttft > 0 and len(res.itl) == 4 and res.latency >= res.ttft
 
 
 def test_option_parsing_names_what_is_wrong(tmp_path):

@@ -120,7 +120,7 @@ async def send_completion(
     res = RequestResult(prompt_len=len(req.prompt) if isinstance(req.prompt, list) else 0)
     sent = time.perf_counter()
     res.send_time = sent - start
-    last = sent
+    last, seen_token = sent, False
     try:
         async with http.stream("POST", url, json=body) as r:
             if r.status_code != 200:
@@ -137,14 +137,13 @@ async def send_completion(
                     res.error = str(chunk["error"])
                     return res
                 now = time.perf_counter()
-                text = "".join(c.get("text") or "" for c in chunk.get("choices") or [])
-                if text:
-                    if not res.text:
-                        res.ttft = now - sent
+                if chunk.get("choices"):  # a token's chunk, timed even when its text is empty (as vLLM's)
+                    if not seen_token:
+                        res.ttft, seen_token = now - sent, True
                     else:
                         res.itl.append(now - last)
                     last = now
-                    res.text += text
+                    res.text += "".join(c.get("text") or "" for c in chunk["choices"])
                 if chunk.get("usage"):
                     res.output_tokens = chunk["usage"]["completion_tokens"]
                     res.prompt_len = chunk["usage"]["prompt_tokens"]

@@ -300,17 +300,21 @@ async def _collect(stream: RequestStream, request: Request) -> list:
 
 
 def _sse(stream: RequestStream, chunk, head: dict, include_usage: bool, first=None):
-    """Server-sent events: one `data: {json}` per output with text or a finish reason, the usage chunk
-    if asked for, then `data: [DONE]`. An error mid-stream is sent as an error event (the status line
-    has already gone out)."""
+    """Server-sent events: one `data: {json}` per output that carries new tokens or a finish reason (its
+    text may be empty: a token that ends mid-character, or text held back while it could start a stop
+    string; vLLM streams those chunks too, and clients time tokens by them), the usage chunk if asked
+    for, then `data: [DONE]`. An error mid-stream is sent as an error event (the status line has already
+    gone out)."""
 
     async def events():
-        finals = []
+        finals, num_tokens = [], {}
         try:
             if first is not None:
                 yield _event(first)
             async for i, out in stream:
-                if out.delta_text or out.finished:
+                grew = len(out.token_ids) > num_tokens.get(i, 0)
+                num_tokens[i] = len(out.token_ids)
+                if grew or out.delta_text or out.finished:
                     yield _event(chunk(i, out))
                 if out.finished:
                     finals.append(out)

@@ -46,9 +46,20 @@ def environment(device: str) -> dict:
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "transformers": transformers.__version__,
+        "triton": _version("triton"),
         "cuda": torch.version.cuda,
         "minillm_commit": commit,
     }
+
+
+def _version(package: str) -> str | None:
+    """An installed package's version, without importing it (importing Triton early has side effects)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:

@@ -54,6 +54,25 @@ def test_compiled_stage_equals_unified_without_recompile_storm(tiny_path):
     assert compiled == eager
 
 
+def test_compiled_decode_runs_attention_as_one_operator(tiny_path):
+    """Under torch.compile a decode step's cache write, gather and SDPA are one opaque operator per layer
+    (as vLLM registers its attention), so Inductor never lowers them itself; tokens equal eager's."""
+    opts = dict(max_num_batched_tokens=32, kv_cache_tokens=2048, max_num_seqs=8)
+    eager, _ = mixed_run(LLM(tiny_path, stage="unified", **opts), steps=30)
+    llm = LLM(tiny_path, stage="unified", **opts)
+    torch._dynamo.reset()
+    with InspectingBackend() as b:
+        runner = llm.engine.runner
+        runner.decode_forward = torch.compile(runner.decode_forward, backend=b)
+        compiled, _ = mixed_run(llm, steps=30)
+    torch._dynamo.reset()
+    assert compiled == eager and b.graphs
+    layers = llm.engine.model_config.num_layers
+    for g in b.graphs:
+        assert g.op_counts["paged_decode_attention.default"] == layers, g.op_counts
+        assert not any("scaled_dot_product" in op or op == "index_copy_" for op in g.op_counts), g.op_counts
+
+
 def graph_llm(tiny_path, **opts):
     """Tables wider than 4 blocks (16 tokens at block_size 4) fall back to eager."""
     return simulated_graph_llm(tiny_path, CapturablePagedAttention, widths=[2, 4], **opts)

@@ -4,10 +4,13 @@ it over HTTP, and the server stops; the plot puts TTFT p99 and TPOT p99 against 
 
     minillm bench --chapter 8 --quick                           # paged, radix, unified on the CPU
     minillm bench serve --stages paged,radix,unified --sweep --request-rates 2,4,8,16,inf --out DIR
-    minillm bench --chapter 8 --device cuda --model qwen3-0.6b --load-format dummy
+    minillm bench --chapter 8 --device cuda --model qwen3-0.6b --load-format dummy   # and stage triton
 
-Every request is greedy with EOS ignored, so every stage must return the same text for the same
-prompt at every rate (`token_identical` in the JSON: the texts compared).
+On CUDA the sweep adds stage triton (chapter 7; its start-up compiles and captures for about a minute)
+and uses more prompts and higher rates: a GPU holds rates a CPU cannot, and a limit is only found by
+passing it. Every request is greedy with EOS ignored, so in float32 every stage must return the same
+text for the same prompt at every rate (`token_identical` in the JSON: the texts compared); in bf16
+stages round differently and nearly tied random-weight logits can flip.
 
 Checked by: pytest tests/test_serve_bench.py, tests/test_bench.py (quick scale).
 """
@@ -23,10 +26,14 @@ from minillm.bench.report import markdown_table, save_figure
 from minillm.bench.serve import ServeRequest, random_requests, run_benchmark, summary_line
 
 STAGES = ("paged", "radix", "unified")
+CUDA_STAGES = (*STAGES, "triton")
 SCALES = {  # prompts share a prefix of prefix_len ids (vLLM's --random-prefix-len): what radix reuses
     "quick": dict(num_prompts=16, input_len=48, prefix_len=32, output_len=16, rates=(8.0, math.inf)),
     "full": dict(
         num_prompts=80, input_len=96, prefix_len=64, output_len=64, rates=(2.0, 4.0, 8.0, 16.0, math.inf)
+    ),
+    "cuda": dict(
+        num_prompts=240, input_len=96, prefix_len=64, output_len=64, rates=(8.0, 16.0, 32.0, 64.0, math.inf)
     ),
 }
 COLUMNS = [
@@ -162,15 +169,17 @@ def run(
 ) -> dict:
     """`minillm bench --chapter 8`: the stage sweep at the chosen scale."""
     with Bench(8, model, device=device, load_format=load_format, quick=quick, out=out, dtype=dtype) as b:
-        s = b.scale(SCALES)
+        cuda = device.startswith("cuda")
+        s = SCALES["cuda"] if cuda and not quick else b.scale(SCALES)
         vocab = vocab_size(model, load_format)
         requests = random_requests(s["num_prompts"], s["input_len"], s["output_len"], vocab, seed=0)
         requests = with_prefix(requests, s["prefix_len"], vocab)
         server_args = ["--device", device, "--load-format", load_format] + (
             ["--dtype", dtype] if dtype else []
         )
+        stages = CUDA_STAGES if cuda and not quick else STAGES
         runs = sweep_stages(
-            STAGES, requests, s["rates"], model=model, server_args=server_args, progress=progress
+            stages, requests, s["rates"], model=model, server_args=server_args, progress=progress
         )
         workload = {"dataset": "random", **{k: v for k, v in s.items() if k != "rates"}, "seed": 0}
         return publish_sweep(runs, workload, out, device=device, bench=b)

@@ -12,11 +12,9 @@ Run: minillm bench --chapter 1 [--quick] [--device cuda --model qwen3-0.6b --loa
 
 from __future__ import annotations
 
-import time
-
 import torch
 
-from minillm.bench.common import Bench
+from minillm.bench.common import Bench, cuda_ms
 from minillm.bench.report import markdown_table, pyplot, save_figure
 from minillm.bench.runner import RunResult, run_hf_generate, run_llm
 from minillm.bench.workloads import fixed
@@ -54,21 +52,14 @@ def hf_model_for(llm, model: str, load_format: str):
 
 
 def copy_bandwidth(device: str) -> float | None:
-    """Measured device-to-device copy bandwidth (bytes read + written per second), CUDA only."""
+    """Measured device-to-device copy bandwidth (bytes read + written per second), CUDA only: a 1 GiB
+    copy, long enough that its launch is noise, timed by events (bench.common.cuda_ms)."""
     if not device.startswith("cuda"):
         return None
-    x = torch.empty(1 << 28, dtype=torch.uint8, device=device)
+    x = torch.empty(1 << 30, dtype=torch.uint8, device=device)
     y = torch.empty_like(x)
-    for _ in range(3):
-        y.copy_(x)
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(10):
-        t = time.perf_counter()
-        y.copy_(x)
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return 2 * x.numel() / sorted(times)[len(times) // 2]
+    ms, _ = cuda_ms(lambda: y.copy_(x), reps=10)
+    return 2 * x.numel() / (ms / 1e3)
 
 
 def run(model: str, **options) -> dict:

@@ -1,6 +1,7 @@
 """Chapter 7 benchmark: the Triton kernels against PyTorch's attention, then stage triton end to end.
 
-Kernels (CUDA only; each output checked against SDPA before it is timed; CUDA-event medians):
+Kernels (CUDA only; each output checked against SDPA before it is timed; medians of CUDA-graph replays
+with the L2 flushed before each, bench.common.cuda_ms):
   prefill   causal, head_dim 128, bf16, 16k tokens per launch as batch x length (1k, 4k, 16k): the
             paged varlen kernel (K/V read through a shuffled block table) vs SDPA's flash and cuDNN
             backends and FlexAttention on contiguous K/V. TFLOP/s count the causal half.
@@ -32,7 +33,7 @@ from torch.nn import functional as F
 from minillm.bench.ch01 import copy_bandwidth
 from minillm.bench.ch06 import COLUMNS as CH06_COLUMNS
 from minillm.bench.ch06 import roofline_tok_s, step_split, throughput, warm_up_structures
-from minillm.bench.common import Bench
+from minillm.bench.common import Bench, cuda_ms
 from minillm.bench.report import markdown_table, pyplot, save_figure
 from minillm.bench.runner import run_llm
 from minillm.bench.workloads import fixed, random_lengths
@@ -57,22 +58,6 @@ VARIANTS = {"cuda": ("compiled", "triton"), "cpu": ("unified", "triton")}
 PREFILL_LENGTHS = (1024, 4096, 16384)
 DECODE_BATCHES = (1, 64, 256)
 DECODE_CONTEXTS = (1024, 2048, 4096, 8192)
-
-
-def cuda_ms(fn, reps: int = 20) -> float:
-    """Median milliseconds of fn() between CUDA events, after warm-up (autotuning happens there)."""
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def paged_copy(k: torch.Tensor, v: torch.Tensor, block_size: int, gen: torch.Generator):
@@ -125,7 +110,7 @@ def prefill_rows(device: str, num_heads: int = 16, head_dim: int = 128, total: i
         flops = 2 * B * num_heads * head_dim * N * N  # 4 B H D N^2, halved by causality
         for name, fn in candidates.items():
             try:
-                ms = cuda_ms(fn)
+                ms, graphed = cuda_ms(fn)
             except RuntimeError as e:  # a backend this build or this shape does not support
                 rows.append(
                     {"kernel": "prefill", "impl": name, "tokens": N, "batch": B, "error": str(e)[:120]}
@@ -138,6 +123,7 @@ def prefill_rows(device: str, num_heads: int = 16, head_dim: int = 128, total: i
                     "tokens": N,
                     "batch": B,
                     "ms": ms,
+                    "graphed": graphed,
                     "tflops": flops / ms / 1e9,
                     "max_abs_err": err if name == "triton paged" else None,
                 }
@@ -180,7 +166,7 @@ def decode_rows(device: str, copy_bw: float, heads=(16, 8), head_dim: int = 128)
             for name, fn in candidates.items():
                 try:
                     err = (fn().reshape(ref.shape).float() - ref.float()).abs().max().item()
-                    ms = cuda_ms(fn)
+                    ms, graphed = cuda_ms(fn)
                 except RuntimeError as e:  # kept as a row: one failing shape must not end the table
                     rows.append(
                         {
@@ -201,6 +187,7 @@ def decode_rows(device: str, copy_bw: float, heads=(16, 8), head_dim: int = 128)
                         "context": ctx_len,
                         "splits": splits if name == "triton split-KV" else None,
                         "ms": ms,
+                        "graphed": graphed,
                         "tb_s": bw,
                         "of_copy": bw * 1e12 / copy_bw,
                         "max_abs_err": err,

@@ -24,6 +24,45 @@ import torch
 from minillm.bench import report
 from minillm.request import SamplingParams
 
+L2_FLUSH_BYTES = 1 << 28  # written before each timed call: more than any GPU's L2 (the H200's is 50 MB)
+
+
+def cuda_ms(fn, reps: int = 20) -> tuple[float, bool]:
+    """Median device milliseconds of one fn() call, and whether it was timed as a CUDA graph.
+
+    After warm-up (autotuning and compilation happen there), fn is captured once as a CUDA graph and
+    the graph replayed: the replay launches every kernel at once, so Python's launch cost (tens of
+    microseconds for a Triton kernel) stays out of a kernel's time. Before each replay a write of
+    L2_FLUSH_BYTES evicts the L2, so every call reads its inputs from HBM, as a decode step reads each
+    layer's K/V, and keeps the GPU busy while the host queues the call. Events around the call alone
+    time it. A callable that cannot be captured is timed by direct calls the same way."""
+    side = torch.cuda.Stream()  # warm-up on a side stream, as capture wants (PyTorch's CUDA-graph notes)
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    run, graphed = fn, False
+    try:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        run, graphed = graph.replay, True
+    except RuntimeError:
+        torch.cuda.synchronize()
+    flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.int8, device="cuda")
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for start, end in zip(starts, ends):
+        flush.zero_()
+        start.record()
+        run()
+        end.record()
+    torch.cuda.synchronize()
+    times = sorted(s.elapsed_time(e) for s, e in zip(starts, ends))
+    return times[len(times) // 2], graphed
+
 
 def pick_cpu_threads(device: str) -> int:
     """Set torch's intra-op threads for a benchmark and return them: 1 on the CPU, unless

@@ -56,6 +56,7 @@ SCALES = {
 # stage triton runs eagerly in the interpreter anyway)
 VARIANTS = {"cuda": ("compiled", "triton"), "cpu": ("unified", "triton")}
 PREFILL_LENGTHS = (1024, 4096, 16384)
+SPLIT_SWEEP = (1, 2, 4, 8, 16)  # split counts timed beside the heuristic's choice (decode_splits)
 DECODE_BATCHES = (1, 64, 256)
 DECODE_CONTEXTS = (1024, 2048, 4096, 8192)
 
@@ -134,6 +135,32 @@ def prefill_rows(device: str, num_heads: int = 16, head_dim: int = 128, total: i
     return rows
 
 
+def _sweep_splits(name: str) -> int | None:
+    """ "triton split-KV x4" -> 4; any other implementation -> None."""
+    return int(name.rsplit("x", 1)[1]) if name.startswith("triton split-KV x") else None
+
+
+def split_table(kernels: list[dict]) -> str:
+    """Decode bandwidth by split count, one row per (batch, context), the heuristic's choice marked."""
+    rows = [r for r in kernels if r["kernel"] == "decode" and r.get("splits") and "tb_s" in r]
+    if not rows:
+        return ""
+    cases = list(dict.fromkeys((r["batch"], r["context"]) for r in rows))
+    head = "| batch | context | " + " | ".join(f"{n} splits" for n in SPLIT_SWEEP) + " |"
+    lines = [head, "|" + "---|" * (2 + len(SPLIT_SWEEP))]
+    for b, c in cases:
+        got = {r["splits"]: r for r in rows if (r["batch"], r["context"]) == (b, c)}
+        cells = []
+        for n in SPLIT_SWEEP:
+            r = got.get(n)
+            mark = "**" if r is not None and r["impl"] == "triton split-KV" else ""
+            cells.append(f"{mark}{r['tb_s']:.2f}{mark}" if r is not None else "-")
+        lines.append(f"| {b} | {c} | " + " | ".join(cells) + " |")
+    return "Decode TB/s by split count (bold: the heuristic's choice, `decode_splits`):\n\n" + "\n".join(
+        lines
+    )
+
+
 def _sdpa(backend, sdpa_kernel, q, k, v):
     with sdpa_kernel(backend):
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -162,6 +189,11 @@ def decode_rows(device: str, copy_bw: float, heads=(16, 8), head_dim: int = 128)
                 "triton one-pass": partial(paged_decode_one_pass, q, k_cache, v_cache, tables, ctx),
                 "SDPA contiguous": sdpa,
             }
+            for n in SPLIT_SWEEP:  # what the heuristic should have picked: measured, not assumed
+                if n != splits:
+                    candidates[f"triton split-KV x{n}"] = partial(
+                        paged_decode, q, k_cache, v_cache, tables, ctx, n
+                    )
             kv_bytes = 2 * B * ctx_len * KVH * head_dim * 2
             for name, fn in candidates.items():
                 try:
@@ -185,7 +217,7 @@ def decode_rows(device: str, copy_bw: float, heads=(16, 8), head_dim: int = 128)
                         "impl": name,
                         "batch": B,
                         "context": ctx_len,
-                        "splits": splits if name == "triton split-KV" else None,
+                        "splits": splits if name == "triton split-KV" else _sweep_splits(name),
                         "ms": ms,
                         "graphed": graphed,
                         "tb_s": bw,
@@ -358,7 +390,11 @@ def plot(result: dict, path, title: str) -> None:
         ylabel="TFLOP/s",
         title="causal prefill, head_dim 128",
     )
-    dec = [r for r in result["kernels"] if r["kernel"] == "decode" and "tb_s" in r and r["batch"] == 64]
+    dec = [
+        r
+        for r in result["kernels"]
+        if r["kernel"] == "decode" and "tb_s" in r and r["batch"] == 64 and "split-KV x" not in r["impl"]
+    ]
     for impl in dict.fromkeys(r["impl"] for r in dec):
         pts = [(r["context"], r["tb_s"]) for r in dec if r["impl"] == impl]
         axes[1].plot(*zip(*pts), marker="o", label=impl)
@@ -386,9 +422,14 @@ def run(model: str, parts: tuple[str, ...] = ("kernels", "e2e"), **options) -> d
         header = (
             f"{title}\n\nKernels (CUDA: timed; CPU: interpreter, correctness only), then stages end to end."
         )
-        tables = (
-            markdown_table(result["kernels"], KERNEL_COLUMNS)
-            + "\n\n"
-            + markdown_table(result["rows"], E2E_COLUMNS)
+        swept = [r for r in result["kernels"] if not r["impl"].startswith("triton split-KV x")]
+        tables = "\n\n".join(
+            t
+            for t in (
+                markdown_table(swept, KERNEL_COLUMNS),
+                split_table(result["kernels"]),
+                markdown_table(result["rows"], E2E_COLUMNS),
+            )
+            if t
         )
         return bench.publish(result, header, tables)

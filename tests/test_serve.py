@@ -126,12 +126,11 @@ def test_streamed_completion_joins_to_the_same_text_with_usage_last(client, refe
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
     assert not chunks[-1].choices and chunks[-1].usage.completion_tokens == 24
     assert len({c.id for c in chunks}) == 1
-    assert len([c for c in chunks if c.choices]) == 24  # one chunk per token: clients time tokens by them
+    # a chunk per step's token, or fewer when a slow reader lets outputs merge (RequestStream)
+    assert 1 <= len([c for c in chunks if c.choices]) <= 24
 
 
-def test_a_token_whose_text_is_held_back_still_streams_a_chunk(client, reference):
-    """A stop string holds back text that could start it: those tokens stream chunks with empty text (as
-    vLLM's do), so a client still sees every token arrive."""
+def test_held_back_text_still_streams_and_joins_to_the_same_text(client, reference):
     stop = "@" * 40  # never produced, and holds back 39 characters until the request finishes
     chunks = [
         c
@@ -140,8 +139,43 @@ def test_a_token_whose_text_is_held_back_still_streams_a_chunk(client, reference
         )
         if c.choices
     ]
-    assert len(chunks) == 12 and chunks[0].choices[0].text == ""
+    assert 1 <= len(chunks) <= 12
     assert "".join(c.choices[0].text for c in chunks) == reference(PROMPTS[3], 12).text
+
+
+def test_every_output_with_new_tokens_is_a_chunk_even_without_text():
+    """Tokens whose text is empty (held back for a stop string, or ending mid-character; most tokens of
+    random weights) still stream a chunk, as vLLM's do: clients time tokens by chunks."""
+    from minillm.request import RequestOutput
+    from minillm.server.app import _sse
+
+    def out(n, text, finished=False):
+        ids = list(range(n))
+        return RequestOutput(0, None, [1], "", ids, finished, "length" if finished else None, delta_text=text)
+
+    class Stream:  # what RequestStream yields: (prompt index, output)
+        closed = False
+
+        def __init__(self, outputs):
+            self.outputs = outputs
+
+        async def __aiter__(self):
+            for o in self.outputs:
+                yield 0, o
+
+        def close(self):
+            self.closed = True
+
+    async def events(stream):
+        response = _sse(stream, lambda i, o: {"text": o.delta_text, "n": len(o.token_ids)}, {}, True)
+        return [e async for e in response.body_iterator]
+
+    outputs = [out(1, ""), out(2, ""), out(2, ""), out(3, "ab"), out(4, "", finished=True)]
+    stream = Stream(outputs)
+    sent = asyncio.run(events(stream))
+    data = [json.loads(e[len("data: ") :]) for e in sent[:-1]]
+    assert [d.get("n") for d in data] == [1, 2, 3, 4, None]  # no chunk for an output with no new token
+    assert data[-1]["choices"] == [] and sent[-1] == "data: [DONE]\n\n" and stream.closed
 
 
 def test_token_id_prompts_and_a_batch_of_prompts(client, llm, reference):

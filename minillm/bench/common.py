@@ -45,9 +45,11 @@ def cuda_ms(fn, reps: int = 20) -> tuple[float, bool]:
     torch.cuda.synchronize()
     run, graphed = fn, False
     try:
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            fn()
+        # the capture stream entered here, so that a failed capture still leaves the caller's stream current
+        with torch.cuda.stream(side):
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=side):
+                fn()
         run, graphed = graph.replay, True
     except RuntimeError:
         torch.cuda.synchronize()

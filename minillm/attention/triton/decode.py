@@ -9,7 +9,8 @@ to keep every SM streaming K/V. Two steps, as the chapter teaches them:
   paged_decode_split_kernel + decode_reduce_kernel (flash-decoding): one program per (sequence, KV head,
     split) takes 1/S of the context, scores all the query heads of its KV head at once (one tl.dot over
     a (heads, D) tile, so each K/V tile is read once), and writes a partial output with its log-sum-exp;
-    a second kernel combines the S partials of each (sequence, head). S grows when B * KVH is small.
+    a second kernel combines the S partials of each (sequence, head). S grows when B * KVH is small;
+    with S = 1 the split kernel normalises and writes the output itself, and no reduce is launched.
 
 Checked by: pytest -m ch7 -k decode (float64 reference), python -m puzzles check 16 --solution.
 """
@@ -63,9 +64,9 @@ def paged_decode_kernel(q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, conte
 @triton.jit
 def paged_decode_split_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr, mid_o_ptr, mid_lse_ptr,
-    stride_qt, stride_qh, stride_bt, qk_scale, num_splits,
+    o_ptr, stride_qt, stride_qh, stride_bt, stride_ot, stride_oh, qk_scale, num_splits,
     H: tl.constexpr, KVH: tl.constexpr, D: tl.constexpr, BLOCK_SIZE: tl.constexpr,
-    GROUP: tl.constexpr, BLOCK_H: tl.constexpr, BN: tl.constexpr,
+    GROUP: tl.constexpr, BLOCK_H: tl.constexpr, BN: tl.constexpr, ONE_SPLIT: tl.constexpr,
 ):
     b, kvh, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     ctx = tl.load(context_lens_ptr + b)
@@ -98,10 +99,14 @@ def paged_decode_split_kernel(
         m_i = m_new
     # an empty split (a short context) leaves l_i = 0: its partial weighs nothing in the reduce
     l_safe = tl.where(l_i > 0, l_i, 1.0)
-    lse = tl.where(l_i > 0, m_i + tl.log2(l_safe), float("-inf"))  # (BLOCK_H,) log2-sum-exp2
-    row = (b * H + heads) * num_splits + split  # (BLOCK_H,) index into (B, H, S)
-    tl.store(mid_o_ptr + row[:, None] * D + offs_d[None, :], acc / l_safe[:, None], mask=g_ok[:, None])
-    tl.store(mid_lse_ptr + row, lse, mask=g_ok)
+    if ONE_SPLIT:  # this program saw every key: its partial is the answer, and no reduce is launched
+        out = o_ptr + b * stride_ot + heads[:, None] * stride_oh + offs_d[None, :]
+        tl.store(out, (acc / l_safe[:, None]).to(o_ptr.dtype.element_ty), mask=g_ok[:, None])
+    else:
+        lse = tl.where(l_i > 0, m_i + tl.log2(l_safe), float("-inf"))  # (BLOCK_H,) log2-sum-exp2
+        row = (b * H + heads) * num_splits + split  # (BLOCK_H,) index into (B, H, S)
+        tl.store(mid_o_ptr + row[:, None] * D + offs_d[None, :], acc / l_safe[:, None], mask=g_ok[:, None])
+        tl.store(mid_lse_ptr + row, lse, mask=g_ok)
 
 
 @triton.jit
@@ -144,19 +149,21 @@ def paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
     group = H // KVH
     if interpreting() and q.dtype == torch.bfloat16:  # the interpreter's tl.dot and bfloat16: see there
         q, k_cache, v_cache = bf16_dot_workaround(q, k_cache, v_cache)
-    mid_o = torch.empty((B, H, num_splits, D), dtype=torch.float32, device=q.device)
+    one = num_splits == 1  # the split kernel writes the output itself: one launch instead of two
+    mid_o = torch.empty((B, H, num_splits, D), dtype=torch.float32, device=q.device)  # unused if one
     mid_lse = torch.empty((B, H, num_splits), dtype=torch.float32, device=q.device)
     qk_scale = (scale if scale is not None else 1.0 / math.sqrt(D)) * LOG2E
     paged_decode_split_kernel[(B, KVH, num_splits)](
-        q, k_cache, v_cache, block_tables, context_lens, mid_o, mid_lse,
-        q.stride(0), q.stride(1), block_tables.stride(0), qk_scale, num_splits,
+        q, k_cache, v_cache, block_tables, context_lens, mid_o, mid_lse, o,
+        q.stride(0), q.stride(1), block_tables.stride(0), o.stride(0), o.stride(1), qk_scale, num_splits,
         H=H, KVH=KVH, D=D, BLOCK_SIZE=block_size, GROUP=group,
-        BLOCK_H=max(16, triton.next_power_of_2(group)), BN=block_n,
+        BLOCK_H=max(16, triton.next_power_of_2(group)), BN=block_n, ONE_SPLIT=one,
     )
-    decode_reduce_kernel[(B, H)](
-        mid_o, mid_lse, o, o.stride(0), o.stride(1), num_splits,
-        H=H, D=D, BLOCK_S=triton.next_power_of_2(num_splits),
-    )
+    if not one:
+        decode_reduce_kernel[(B, H)](
+            mid_o, mid_lse, o, o.stride(0), o.stride(1), num_splits,
+            H=H, D=D, BLOCK_S=triton.next_power_of_2(num_splits),
+        )
     return o
 
 

@@ -49,6 +49,9 @@ class EngineConfig:
     cuda_graphs: bool = False  # on CUDA: decode steps replayed as CUDA graphs captured at start-up
     # Chapter 7: "torch" (gather + SDPA, chapters 1-6) | "triton": kernels that read the paged cache in place
     attention: str = "torch"
+    # Detokenizing, stop strings and outputs of step k done while step k+1 runs on the device (vLLM's
+    # asynchronous output processing): each output comes one step later; the tokens are the same
+    async_output: bool = False
 
     def __post_init__(self):
         positive = ("kv_cache_tokens", "block_size", "max_num_seqs", "max_num_batched_tokens")
@@ -100,6 +103,8 @@ class EngineConfig:
             raise ValueError(f"cuda_graphs must be True or False, got {self.cuda_graphs!r}")
         if self.cuda_graphs and self.kv_cache != "paged":
             raise ValueError("cuda_graphs=True captures paged decode steps: it needs kv_cache='paged'")
+        if not isinstance(self.async_output, bool):
+            raise ValueError(f"async_output must be True or False, got {self.async_output!r}")
         if self.attention not in ("torch", "triton"):
             raise ValueError(f"attention must be 'torch' or 'triton', got {self.attention!r}")
         if self.attention == "triton" and self.kv_cache != "paged":

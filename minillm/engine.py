@@ -27,7 +27,8 @@ from minillm.request import RequestOutput, SamplingParams, Sequence, SequenceSta
 from minillm.sampling import GuideMask, Sampler, token_logprobs
 from minillm.tokenizer import Tokenizer
 
-STEP_PHASES = ("schedule", "prepare", "forward", "sample", "update")
+# "output": with async_output, the previous step's texts, done while the device computes this step
+STEP_PHASES = ("schedule", "prepare", "forward", "output", "sample", "update")
 
 
 @dataclass
@@ -64,6 +65,9 @@ class Engine:
         # one record per step (batch shape, KV memory, phase times) for plots; bounded: a server runs for days
         self.step_stats: deque[StepStats] = deque(maxlen=100_000)
         self.sync_timing = False  # benchmarks: wait for the device at each phase boundary, to split GPU time
+        # async_output: (sequence, token, finish reason so far, token in text) whose text is still to do
+        self._pending: list[tuple[Sequence, int, str | None, bool]] = []
+        self._pending_drained = False
         self._configure(config)
 
     def _configure(self, config: EngineConfig) -> None:
@@ -133,18 +137,21 @@ class Engine:
         self.output.drop(seq)
 
     def has_unfinished(self) -> bool:
-        return self.scheduler.has_unfinished()
+        return self.scheduler.has_unfinished() or bool(self._pending)
 
     # -- the loop ---------------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
-        """One forward over the scheduled batch; returns an output for every sequence that advanced."""
+        """One forward over the scheduled batch; returns an output for every sequence that advanced
+        (with async_output, for every sequence that advanced in the step before: see _defer)."""
         timer = _PhaseTimer(self.config.device if self.sync_timing else None)
         constraint_before = self.guide_mask.seconds + self.output.guide_s
         batch = self.scheduler.schedule()
         if batch is None:
-            if self.has_unfinished():  # admission checks make this unreachable; never spin silently
+            outputs = self._drain()  # the last step's texts
+            if not outputs and self.scheduler.has_unfinished():
+                # admission checks make this unreachable; never spin silently
                 raise RuntimeError("the scheduler could run nothing while requests are waiting")
-            return []
+            return outputs
         timer.lap("schedule")
         # a sequence samples when this step computes its last token (not after a mid-prompt chunk)
         sample = [
@@ -163,19 +170,68 @@ class Engine:
             logits, prompt_logits = self.runner.forward_prompt_logits(*inputs, index)
             self._add_prompt_logprobs(prompt_rows, prompt_logits)
         timer.lap("forward")
+        outputs = self._drain()  # async_output: host work while the device computes this step
+        if self._pending_drained:
+            timer.lap("output")
         tokens = self.sampler(logits, sampling) if sampling else []
         if any(s.logprobs is not None for s in sampling):
             self._add_logprobs(logits, sampling, tokens)
         timer.lap("sample")
         now = time.perf_counter()
+        # a sequence that a stop string ended in the drain above was computed in this step for nothing:
+        # its token is dropped, and its blocks are already free
+        live = [i for i, s in enumerate(batch.seqs) if not s.is_finished]
+        if len(live) < len(batch.seqs):
+            batch = replace(
+                batch,
+                seqs=[batch.seqs[i] for i in live],
+                num_new_tokens=[batch.num_new_tokens[i] for i in live],
+            )
         self.scheduler.update(batch)
         for seq in batch.seqs:
             seq.num_steps += 1
         stats = self._record(batch, now)  # KV use as this step computed it, before anyone finishes
-        outputs = [self._process(seq, tok, now) for seq, tok in zip(sampling, tokens)]
+        for seq, tok in zip(sampling, tokens):
+            if seq.is_finished:
+                continue
+            if self._defer(seq):
+                self._record_token(seq, tok, now)
+            else:
+                outputs.append(self._process(seq, tok, now))
         timer.lap("update")
         stats.phase_s = timer.phases
         stats.constraint_s = self.guide_mask.seconds + self.output.guide_s - constraint_before
+        return outputs
+
+    # -- asynchronous output processing (vLLM's; EngineConfig.async_output) -----------------------
+    def _defer(self, seq: Sequence) -> bool:
+        """Whether this token's text waits for the next step. Not for a constrained request (its guide
+        and jump-forward need the text before its next token) nor one that asked for logprobs."""
+        return self.config.async_output and seq.guide is None and seq.logprobs is None
+
+    def _record_token(self, seq: Sequence, token: int, now: float) -> None:
+        """Now: the token, and the rules that read ids and counts (EOS, stop tokens, max_tokens), so the
+        next schedule knows who continues. Later (_drain): its text and the stop strings."""
+        reason, in_text = self.output.record_token(seq, token, now)
+        if reason is not None:
+            self._finish(seq, reason)  # its blocks go back before the next schedule
+        self._pending.append((seq, token, reason, in_text))
+
+    def _drain(self) -> list[RequestOutput]:
+        """The deferred texts of the last step, in order. A stop string found here ends a request that
+        may already be in the step being computed; step() then drops that step's token for it."""
+        pending, self._pending = self._pending, []
+        self._pending_drained = bool(pending)
+        outputs = []
+        for seq, token, reason, in_text in pending:
+            if seq.finish_reason == "abort":  # aborted between steps: nobody reads its text
+                continue
+            final = self.output.add_text(seq, token, reason, in_text)
+            if final is not None and not seq.is_finished:
+                self._finish(seq, final)
+            elif final is not None:
+                seq.finish_reason = final  # a stop string on the token that reached max_tokens: "stop"
+            outputs.append(self.output.emit(seq))
         return outputs
 
     def _process(self, seq: Sequence, token: int, now: float) -> RequestOutput:
@@ -240,10 +296,14 @@ class Engine:
         return stats
 
     def _finish(self, seq: Sequence, reason: str) -> None:
+        preempted = seq.status == SequenceStatus.WAITING  # async_output: requeued before its text was done
         seq.status = SequenceStatus.FINISHED
         seq.finish_reason = reason
         self._seqs.pop(seq.request_id, None)
-        self.scheduler.finish(seq)
+        if preempted:
+            self.scheduler.abort(seq)  # out of the waiting queue; it holds no blocks
+        else:
+            self.scheduler.finish(seq)
 
 
 class _PhaseTimer:

@@ -45,6 +45,14 @@ class OutputProcessor:
     def append_token(self, seq: Sequence, token: int, now: float) -> str | None:
         """Append a sampled token (advancing its guide), detokenize, and return the finish reason if it
         ends the request ("stop" | "length"), else None. The caller finishes the request."""
+        reason, in_text = self.record_token(seq, token, now)
+        return self.add_text(seq, token, reason, in_text)
+
+    def record_token(self, seq: Sequence, token: int, now: float) -> tuple[str | None, bool]:
+        """The part of append_token that needs no text: append the token (advancing its guide) and apply
+        the rules that read ids and counts. Returns (the finish reason so far, whether the token's text
+        belongs to the output: not for EOS or a stop token). add_text must follow, for this token, before
+        the next one is recorded."""
         p = seq.params
         if seq.guide is not None and token not in self.eos_token_ids:
             t0 = time.perf_counter()
@@ -55,12 +63,20 @@ class OutputProcessor:
             seq.guide_state = state
         seq.output_token_ids.append(token)
         seq.token_times.append(now)
-        detok = self._detok.get(seq.request_id)
         eos = token in self.eos_token_ids and (not p.ignore_eos or seq.guide is not None)
-        reason = None
         if eos or token in p.stop_token_ids:
-            reason = "stop"  # the stop token stays in token_ids, out of the text
-        else:
+            return "stop", False  # the stop token stays in token_ids, out of the text
+        if seq.guide is not None and seq.guide.is_terminal(seq.guide_state):
+            return "stop", True  # the constraint is complete: nothing but EOS could follow
+        if len(seq.output_token_ids) >= p.max_tokens or seq.num_tokens >= self.max_model_len:
+            return "length", True
+        return None, True
+
+    def add_text(self, seq: Sequence, token: int, reason: str | None, in_text: bool) -> str | None:
+        """The rest of append_token: detokenize the token and look for stop strings, which end the
+        request before any other rule (vLLM's order); returns the finish reason."""
+        p, detok = seq.params, self._detok.get(seq.request_id)
+        if in_text:
             new_text = detok.step(token) if detok is not None else ""
             start = max(0, len(seq.output_text) - p.longest_stop + 1)
             seq.output_text += new_text
@@ -69,10 +85,6 @@ class OutputProcessor:
                 seq.output_text = seq.output_text[: min(hits)]  # the text ends before the stop string
                 reason = "stop"
                 detok = None  # what followed the stop string is dropped, not flushed
-            elif seq.guide is not None and seq.guide.is_terminal(seq.guide_state):
-                reason = "stop"  # the constraint is complete: nothing but EOS could follow
-            elif len(seq.output_token_ids) >= p.max_tokens or seq.num_tokens >= self.max_model_len:
-                reason = "length"
         if reason is not None:
             if detok is not None:
                 seq.output_text += detok.flush()

@@ -1,0 +1,150 @@
+"""Asynchronous output processing (EngineConfig.async_output): a step's texts and stop strings are done
+while the next step computes, so each output comes one step later, and a request that a stop string ends
+has one more token computed and dropped. What a caller gets must not change: the same token ids, text
+and finish reason for every request, with stop strings, stop tokens, EOS, max_tokens, seeded sampling,
+constrained and logprob requests mixed in, preemption, and aborts.
+
+Run: pytest tests/test_async_output.py
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from test_lifecycle import pool_is_free
+
+from minillm import LLM, SamplingParams
+
+
+def prompts_of(seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    words = "def class return import self value list print while for in if else".split()
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(1, 12))) for _ in range(14)]
+
+
+def mid_run_stop(text: str) -> list[str]:
+    """A stop string this greedy output reaches mid-run: its first new character after the start."""
+    i = next((i for i in range(2, len(text)) if text[i] not in text[:i]), None)
+    return [text[i], "@@@@"] if i is not None else ["@@@@"]
+
+
+def workload(path) -> tuple[list[str], list[SamplingParams]]:
+    prompts = prompts_of()
+    greedy = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True)
+    texts = [o.text for o in LLM(path, stage="unified").generate(prompts, greedy)]
+    params = []
+    for i, text in enumerate(texts):
+        kind = i % 6
+        if kind == 0:
+            p = SamplingParams(max_tokens=1 + (7 * i) % 20, temperature=0.0, ignore_eos=True)
+        elif kind == 1:  # a stop string the output reaches, and one it never does
+            p = SamplingParams(max_tokens=24, temperature=0.0, stop=mid_run_stop(text), ignore_eos=True)
+        elif kind == 2:  # seeded sampling: its own generator, whoever shares the batch
+            p = SamplingParams(max_tokens=16, temperature=0.9, top_p=0.9, seed=100 + i, ignore_eos=True)
+        elif kind == 3:  # a constrained request steps synchronously
+            p = SamplingParams(max_tokens=16, temperature=0.0, regex=r"[a-z]{2,6}( [a-z]{2,6}){0,3}")
+        elif kind == 4:  # logprobs step synchronously too
+            p = SamplingParams(max_tokens=10, temperature=0.0, logprobs=2, ignore_eos=True)
+        else:  # EOS ends it (the test makes a frequent token the EOS)
+            p = SamplingParams(max_tokens=30, temperature=0.0)
+        params.append(p)
+    return prompts, params
+
+
+def run(path, async_output: bool, eos: int | None, **opts):
+    prompts, params = workload(path)
+    llm = LLM(path, async_output=async_output, **opts)
+    if eos is not None:
+        llm.engine.eos_token_ids = {eos}
+    outs = llm.generate(prompts, params)
+    assert pool_is_free(llm.engine)  # every block back (the radix cache may keep some, unreferenced)
+    return llm, [(o.token_ids, o.text, o.finish_reason, o.logprobs) for o in outs]
+
+
+def frequent_token(path) -> int:
+    """A token greedy decoding produces often: as EOS it ends some requests early."""
+    llm = LLM(path, stage="unified")
+    outs = llm.generate(prompts_of(), SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True))
+    counts: dict[int, int] = {}
+    for o in outs:
+        for t in o.token_ids[2:]:
+            counts[t] = counts.get(t, 0) + 1
+    return max(counts, key=counts.get)
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
+        dict(stage="paged", constrained_decoding="indexed"),
+        dict(stage="fsm", max_num_batched_tokens=16),  # chunked prefill, mixed steps, the radix cache
+        dict(stage="fsm", kv_cache_tokens=160, block_size=4, max_num_batched_tokens=32),  # preemption
+    ],
+    ids=["paged", "fsm-chunked", "fsm-preempting"],
+)
+def test_async_output_gives_every_request_the_same_output(tiny_path, opts):
+    eos = frequent_token(tiny_path)
+    _, want = run(tiny_path, False, eos, **opts)
+    async_llm, got = run(tiny_path, True, eos, **opts)
+    assert [g[:3] for g in got] == [w[:3] for w in want]  # token ids, text, finish reason
+    for (*_, got_lp), (*_, want_lp) in zip(got, want):
+        # the same tokens ranked; values to float32 rounding (a step's batch can differ by a row)
+        assert (got_lp is None) == (want_lp is None)
+        for g, w in zip(got_lp or [], want_lp or []):
+            assert list(g) == list(w) and all(abs(g[t] - w[t]) < 1e-4 for t in g)
+    reasons = {r for _, _, r, _ in want}
+    assert reasons == {"stop", "length"}  # stop strings, EOS and max_tokens all ended someone
+    if opts.get("kv_cache_tokens"):
+        assert async_llm.engine.scheduler.num_preemptions > 0
+
+
+def test_async_output_streams_one_step_late_and_joins_to_the_same_text(tiny_path):
+    prompts, params = workload(tiny_path)
+    want = [o.text for o in LLM(tiny_path, stage="fsm").generate(prompts, params)]
+    llm = LLM(tiny_path, stage="fsm", async_output=True)
+    texts: dict[int, str] = {}
+    finished = 0
+    for out in llm.stream(prompts, params):
+        texts[out.request_id] = texts.get(out.request_id, "") + out.delta_text
+        finished += out.finished
+    assert finished == len(prompts) and [texts[i] for i in sorted(texts)] == want
+
+
+def test_a_stop_string_found_late_drops_the_token_computed_meanwhile(tiny_path):
+    """The stop string ends the request while its next token is already being computed: that token must
+    not reach token_ids, and the request's blocks go back at once."""
+    params = SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True)
+    ref = LLM(tiny_path, stage="unified").generate(["def fibonacci(n):"], params)[0]
+    first_new = next(i for i in range(2, len(ref.text)) if ref.text[i] not in ref.text[:i])
+    stop = ref.text[first_new]  # a character the output reaches mid-run, for the first time
+    stopped = SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True, stop=[stop])
+    want = LLM(tiny_path, stage="unified").generate(["def fibonacci(n):"], stopped)[0]
+    assert want.finish_reason == "stop" and len(want.token_ids) < len(ref.token_ids)
+    llm = LLM(tiny_path, stage="unified", async_output=True)
+    llm.engine.add_request("def fibonacci(n):", stopped)
+    final = None
+    while llm.engine.has_unfinished():
+        for out in llm.engine.step():
+            final = out if out.finished else final
+    assert (final.token_ids, final.text, final.finish_reason) == (want.token_ids, want.text, "stop")
+    assert pool_is_free(llm.engine)
+
+
+def test_abort_between_steps_drops_the_pending_text(tiny_path):
+    llm = LLM(tiny_path, stage="unified", async_output=True)
+    engine = llm.engine
+    rid = engine.add_request("import os", SamplingParams(max_tokens=30, temperature=0.0, ignore_eos=True))
+    keep = engine.add_request("class Stack:", SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True))
+    for _ in range(3):
+        engine.step()
+    engine.abort_request(rid)
+    outs = []
+    while engine.has_unfinished():
+        outs += engine.step()
+    assert all(o.request_id == keep for o in outs) and outs[-1].finished
+    assert pool_is_free(engine)
+
+
+def test_async_output_must_be_a_bool():
+    with pytest.raises(ValueError, match="async_output"):
+        LLM(stage="paged", async_output="yes")

@@ -112,6 +112,8 @@ def _serve(args) -> None:
     from minillm.server import serve
 
     engine_options = {k: getattr(args, k) for k in ENGINE_FLAGS if getattr(args, k) is not None}
+    if args.async_output:
+        engine_options["async_output"] = True
     serve(
         args.model_pos or args.model,
         stage=args.stage,
@@ -205,6 +207,11 @@ def main(argv: list[str] | None = None) -> None:
     serve_engine = s.add_argument_group("engine (default: the stage's preset)")
     for name, doc in ENGINE_FLAGS.items():
         serve_engine.add_argument("--" + name.replace("_", "-"), type=int, metavar="N", help=doc)
+    serve_engine.add_argument(
+        "--async-output",
+        action="store_true",
+        help="detokenize and check stop strings of one step while the next computes (EngineConfig.async_output)",
+    )
     s.set_defaults(func=_serve)
 
     args = parser.parse_args(argv)

@@ -475,3 +475,18 @@ def test_metrics_count_latencies_and_prefix_cache_hits(server, client):
     assert after[ttft] == before[ttft] + 2
     assert after["minillm:prefix_cache_hits_total"] > before["minillm:prefix_cache_hits_total"]
     assert 0 < after["minillm:prefix_cache_hit_rate"] <= 1
+
+
+def test_a_server_with_async_output_streams_the_same_texts(reference):
+    """EngineConfig.async_output under the server's engine loop: outputs come a step later, the texts
+    (streamed and not) are the offline engine's."""
+    with serve_in_thread(LLM(stage="fsm", async_output=True), model_name=MODEL) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
+        for prompt in PROMPTS[:2]:
+            want = reference(prompt, 16).text
+            out = client.completions.create(model=MODEL, prompt=prompt, max_tokens=16, temperature=0)
+            stream = client.completions.create(
+                model=MODEL, prompt=prompt, max_tokens=16, temperature=0, stream=True
+            )
+            assert out.choices[0].text == want
+            assert "".join(c.choices[0].text for c in stream if c.choices) == want

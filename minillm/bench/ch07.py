@@ -9,8 +9,9 @@ with the L2 flushed before each, bench.common.cuda_ms):
             and the one-pass kernel (puzzle 16) vs SDPA on contiguous K/V, at batch 1/64/256 and
             contexts 1k-8k. Bandwidth = K/V bytes the step must read / time, beside the measured copy
             bandwidth (bytes read + written per second).
-End to end: stage compiled (torch attention) vs stage triton on chapter 6's workloads plus a
-long-context one (prompts 4k-16k), where attention dominates; same reporting as chapter 6.
+End to end: stage compiled (torch attention) vs stage triton, and stage triton with asynchronous output
+processing (async_output), on chapter 6's workloads plus a long-context one (prompts 4k-16k), where
+attention dominates; same reporting as chapter 6.
 On a CPU (the interpreter) kernel timings mean nothing: the kernels are checked against float64 at tiny
 sizes instead, and the end-to-end part runs stage unified vs stage triton on a tiny workload for token
 agreement (interpreter speed, not kernel speed).
@@ -54,7 +55,15 @@ SCALES = {
 }
 # stages side by side, the reference first: on a CPU the eager stage (compiling there takes a minute and
 # stage triton runs eagerly in the interpreter anyway)
-VARIANTS = {"cuda": ("compiled", "triton"), "cpu": ("unified", "triton")}
+VARIANTS = {  # label -> (stage, engine options), the reference first
+    "cuda": {
+        "compiled": ("compiled", {}),
+        "triton": ("triton", {}),
+        # detokenizing and stop strings of one step while the next one computes (EngineConfig.async_output)
+        "triton + async output": ("triton", {"async_output": True}),
+    },
+    "cpu": {"unified": ("unified", {}), "triton": ("triton", {})},
+}
 PREFILL_LENGTHS = (1024, 4096, 16384)
 SPLIT_SWEEP = (1, 2, 4, 8, 16)  # split counts timed beside the heuristic's choice (decode_splits)
 DECODE_BATCHES = (1, 64, 256)
@@ -290,8 +299,7 @@ def end_to_end_rows(bench: Bench, s: dict, bandwidth: float | None) -> list[dict
     positions = read_config(bench.model, bench.load_format)[0].max_position_embeddings
     max_model_len = min(s["max_model_len"], positions)
     rows, reference = [], {}
-    for stage in VARIANTS["cuda" if bench.device.startswith("cuda") else "cpu"]:
-        label = stage
+    for label, (stage, options) in VARIANTS["cuda" if bench.device.startswith("cuda") else "cpu"].items():
         t0 = time.perf_counter()
         llm = bench.llm(
             stage,
@@ -299,6 +307,7 @@ def end_to_end_rows(bench: Bench, s: dict, bandwidth: float | None) -> list[dict
             max_num_seqs=s["max_num_seqs"],
             max_num_batched_tokens=8192 if bench.device.startswith("cuda") else 32,
             kv_cache_tokens=s["max_num_seqs"] * min(max_model_len, 2048),
+            **options,
         )
         warm_up_structures(llm)
         startup = time.perf_counter() - t0

@@ -12,6 +12,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_lifecycle import pool_is_free
 
 from minillm import LLM, SamplingParams
@@ -148,3 +150,57 @@ def test_abort_between_steps_drops_the_pending_text(tiny_path):
 def test_async_output_must_be_a_bool():
     with pytest.raises(ValueError, match="async_output"):
         LLM(stage="paged", async_output="yes")
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_arrivals_stops_and_aborts_give_the_same_outputs(tiny_path, data):
+    """Random operation sequences against the synchronous engine: requests (token-id prompts, lengths,
+    stop strings from a fixed set, EOS on or off) arriving at random steps, some aborted at a random
+    step. Every request that was not aborted ends with the same tokens, text and finish reason."""
+    n = data.draw(st.integers(1, 8), label="requests")
+    reqs = [
+        (
+            data.draw(st.integers(0, 6), label="arrival step"),
+            data.draw(st.lists(st.integers(3, 300), min_size=1, max_size=30), label="prompt"),
+            SamplingParams(
+                max_tokens=data.draw(st.integers(1, 16)),
+                temperature=0.0,
+                stop=data.draw(st.sampled_from([None, ["S"], ["+", "i"], ["\x7f\x7f"]])),
+                ignore_eos=data.draw(st.booleans()),
+            ),
+        )
+        for _ in range(n)
+    ]
+    aborts = {
+        i: data.draw(st.integers(0, 10), label=f"abort step of {i}")
+        for i in range(n)
+        if data.draw(st.booleans(), label=f"abort {i}")
+    }
+    block_size = data.draw(st.sampled_from([4, 16]))
+
+    def play(async_output: bool) -> dict:
+        llm = LLM(
+            tiny_path,
+            stage="fsm",
+            async_output=async_output,
+            max_num_batched_tokens=24,
+            block_size=block_size,
+            kv_cache_tokens=512,
+        )
+        engine, ids, done, step = llm.engine, {}, {}, 0
+        while step < 200 and (step <= 6 or engine.has_unfinished()):
+            for i, (at, prompt, params) in enumerate(reqs):
+                if at == step:
+                    ids[i] = engine.add_request(prompt, params)
+            for i, at in aborts.items():
+                if at == step and i in ids:
+                    engine.abort_request(ids[i])
+            for out in engine.step():
+                if out.finished:
+                    done[out.request_id] = (out.token_ids, out.text, out.finish_reason)
+            step += 1
+        assert not engine.has_unfinished() and pool_is_free(engine)
+        return {i: done.get(rid) for i, rid in ids.items() if i not in aborts}
+
+    assert play(True) == play(False)

@@ -313,6 +313,24 @@ def test_graph_replay_over_triton_equals_eager(tiny_path):
     assert llm.engine.runner.num_replays >= 10  # every decode step replayed: one width serves them all
 
 
+def test_replay_after_a_wider_step_ignores_the_stale_table_columns(tiny_path):
+    """A replay copies only the columns of its step's widest table: a long sequence that finishes first
+    leaves its blocks in the columns past them, which the kernels must never read."""
+    rng = random.Random(2)
+    prompts = [[rng.randrange(3, 300) for _ in range(40)]] + [[rng.randrange(3, 300)] for _ in range(3)]
+    params = [SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True)] + [
+        SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+    ] * 3
+    want = LLM(tiny_path, stage="unified", **GRAPH_OPTS).generate(
+        prompt_token_ids=prompts, sampling_params=params
+    )
+    llm = triton_graph_llm(tiny_path, **GRAPH_OPTS)
+    got = llm.generate(prompt_token_ids=prompts, sampling_params=params)
+    assert [o.token_ids for o in got] == [o.token_ids for o in want]
+    tables = llm.engine.runner.attn_backend.cg_block_tables.view(8, 16)  # the 8-row graph's view of the buffer
+    assert (tables[:4, 2:] != llm.engine.kv.dummy_block).any()  # stale blocks stayed past the live columns
+
+
 def test_padded_rows_write_only_the_dummy_block_under_triton(tiny_path):
     assert_padded_rows_write_only_the_dummy_block(triton_graph_llm(tiny_path, **GRAPH_OPTS))
 

@@ -3,6 +3,8 @@
   python scripts/profile_decode.py --stages unified compiled triton --batch 256 --context 1024
   python scripts/profile_decode.py --stages compiled triton --no-compile   # graphs without Inductor
   python scripts/profile_decode.py --quick            # the embedded model on a CPU: a smoke run
+  python scripts/profile_decode.py --model minillm/assets/pystd-llama --stages unified --batch 256 \
+      --context 512 --async-output                     # host phases at batch 256, on any machine
 
 For each stage: dummy Qwen3-0.6B in bf16 (the embedded model with --quick), `batch` requests of
 `context` prompt tokens prefilled, then `steps` decode steps under torch.profiler. Printed per stage:
@@ -26,9 +28,10 @@ def run_stage(stage: str, args) -> None:
     from minillm import DEFAULT_MODEL, LLM, SamplingParams
 
     cuda = torch.cuda.is_available()
+    model = args.model or (DEFAULT_MODEL if args.quick else "qwen3-0.6b")
     llm = LLM(
-        DEFAULT_MODEL if args.quick else "qwen3-0.6b",
-        load_format="auto" if args.quick else "dummy",
+        model,
+        load_format="dummy" if model == "qwen3-0.6b" else "auto",
         stage=stage,
         device="cuda" if cuda else "cpu",
         max_num_seqs=args.batch,
@@ -36,6 +39,7 @@ def run_stage(stage: str, args) -> None:
         max_model_len=args.context + args.steps + 64,
         kv_cache_tokens=args.batch * (args.context + args.steps + 64),
         **({"compile": None} if args.no_compile else {}),
+        **({"async_output": True} if args.async_output else {}),
     )
     engine, rng = llm.engine, random.Random(0)
     vocab = min(engine.model_config.vocab_size, 8000)
@@ -91,6 +95,12 @@ def main() -> None:
     )
     p.add_argument(
         "--quick", action="store_true", help="the embedded model, batch 4, context 32, stage unified"
+    )
+    p.add_argument("--model", help="default: dummy qwen3-0.6b (the embedded model with --quick)")
+    p.add_argument(
+        "--async-output",
+        action="store_true",
+        help="EngineConfig.async_output: the previous step's texts in an 'output' phase during the forward",
     )
     args = p.parse_args()
     if args.quick:

@@ -67,7 +67,6 @@ class Engine:
         self.sync_timing = False  # benchmarks: wait for the device at each phase boundary, to split GPU time
         # async_output: (sequence, token, finish reason so far, token in text) whose text is still to do
         self._pending: list[tuple[Sequence, int, str | None, bool]] = []
-        self._pending_drained = False
         self._configure(config)
 
     def _configure(self, config: EngineConfig) -> None:
@@ -170,8 +169,9 @@ class Engine:
             logits, prompt_logits = self.runner.forward_prompt_logits(*inputs, index)
             self._add_prompt_logprobs(prompt_rows, prompt_logits)
         timer.lap("forward")
+        deferred = bool(self._pending)
         outputs = self._drain()  # async_output: host work while the device computes this step
-        if self._pending_drained:
+        if deferred:
             timer.lap("output")
         tokens = self.sampler(logits, sampling) if sampling else []
         if any(s.logprobs is not None for s in sampling):
@@ -221,7 +221,6 @@ class Engine:
         """The deferred texts of the last step, in order. A stop string found here ends a request that
         may already be in the step being computed; step() then drops that step's token for it."""
         pending, self._pending = self._pending, []
-        self._pending_drained = bool(pending)
         outputs = []
         for seq, token, reason, in_text in pending:
             if seq.finish_reason == "abort":  # aborted between steps: nobody reads its text

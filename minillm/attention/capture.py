@@ -6,7 +6,8 @@ freshly allocated metadata: it must find its block tables, slot mapping and mask
 existed at capture. This backend keeps those buffers (init_capture_graph), gives a graph metadata over
 them for a batch of a captured size (prepare_for_capture), and copies a real decode step into them
 before each replay, padding the rows the step does not use (prepare_for_replay): padded rows write
-their K/V into the dummy block and attend to its first slot, so they touch no real block.
+their K/V into the dummy block and attend to its first slot, so they touch no real block. Only the
+table columns the step uses are copied; the mask hides the keys of the blocks further right.
 
 Checked by: pytest -m ch6 -k graph (replay without capture on the CPU, against eager).
 """
@@ -54,9 +55,9 @@ class CapturablePagedAttention(PagedAttention):
     def prepare_for_replay(self, step: StepInputs, num_seqs: int, num_blocks: int) -> None:
         """Copy a decode step of B <= num_seqs rows into the buffers, padding rows B..num_seqs-1."""
         B, bs, dummy = step.num_seqs, self.kv.block_size, self.kv.dummy_block
-        tables, ctx = pad_decode_step(step, num_seqs, num_blocks)  # (n, w), (n,)
+        tables, ctx = pad_decode_step(step, num_seqs, num_blocks)  # (n, W <= w), (n,)
         tables_view, mask_view = self.graph_views(num_seqs, num_blocks)
-        tables_view.copy_(torch.from_numpy(tables), non_blocking=True)
+        tables_view[:, : tables.shape[1]].copy_(torch.from_numpy(tables), non_blocking=True)
         self.cg_context_lens[:num_seqs].copy_(torch.from_numpy(ctx), non_blocking=True)
         self.cg_slot_mapping[:B].copy_(step.slot_mapping)
         self.cg_slot_mapping[B:num_seqs].fill_(dummy * bs)

@@ -95,12 +95,15 @@ def token_positions(q_lens: np.ndarray, context_lens: np.ndarray) -> tuple[np.nd
 
 
 def pad_decode_step(step: StepInputs, num_seqs: int, num_blocks: int) -> tuple[np.ndarray, np.ndarray]:
-    """A decode step's block tables (num_seqs, num_blocks) and context lengths (num_seqs,), int64, padded
-    to a captured graph's size (chapter 6): padded rows point at the dummy block and see one key."""
-    B, W = step.num_seqs, step.block_tables_host.shape[1]
-    tables = np.full((num_seqs, num_blocks), step.dummy_block, dtype=np.int64)  # (n, w)
-    tables[:B, : min(W, num_blocks)] = step.block_tables_host[:, :num_blocks]
-    ctx = np.ones(num_seqs, dtype=np.int64)  # (n,)
+    """A decode step padded to a captured graph of num_seqs rows over num_blocks-wide tables (chapter
+    6): block tables (num_seqs, W) and context lengths (num_seqs,), int32; padded rows point at the
+    dummy block and see one key. W = min(the step's widest table, num_blocks): a replay copies only
+    these columns into the graph's table, since no row attends past its context, and what the columns
+    further right hold (blocks of earlier steps) is never seen (masked, or not read at all)."""
+    B, W = step.num_seqs, min(step.block_tables_host.shape[1], num_blocks)
+    tables = np.full((num_seqs, W), step.dummy_block, dtype=np.int32)  # (n, W)
+    tables[:B] = step.block_tables_host[:, :W]
+    ctx = np.ones(num_seqs, dtype=np.int32)  # (n,)
     ctx[:B] = step.context_lens_host
     return tables, ctx
 

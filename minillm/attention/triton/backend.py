@@ -22,10 +22,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from minillm.attention.metadata import StepInputs
+from minillm.attention.metadata import StepInputs, pad_decode_step
 from minillm.attention.triton.decode import MAX_SPLITS, decode_splits, paged_decode
 from minillm.attention.triton.prefill import paged_prefill
 from minillm.attention.triton.store import store_kvcache
@@ -147,17 +146,12 @@ class TritonAttention:
         )
 
     def prepare_for_replay(self, step: StepInputs, num_seqs: int, num_blocks: int) -> None:
-        B, dummy = step.num_seqs, self.kv.dummy_block
-        # Only the columns this step's tables use: the graph's table is as wide as max_model_len (a
-        # thousand blocks at 16k), but the kernels stop at each row's context, so columns past the
-        # step's widest table (left from earlier steps) are never read. Padded rows: the dummy block.
-        W = min(step.block_tables_host.shape[1], num_blocks)
-        tables = np.full((num_seqs, W), dummy, dtype=np.int32)  # (n, W)
-        tables[:B] = step.block_tables_host[:, :W]
-        ctx = np.ones(num_seqs, dtype=np.int32)  # (n,): a padded row sees one key
-        ctx[:B] = step.context_lens_host
+        B = step.num_seqs
+        # only the columns the step uses: the graph's table is as wide as max_model_len (a thousand
+        # blocks at 16k), and the kernels stop at each row's context
+        tables, ctx = pad_decode_step(step, num_seqs, num_blocks)  # (n, W), (n,)
         graph_tables = self.cg_block_tables[: num_seqs * num_blocks].view(num_seqs, num_blocks)
-        graph_tables[:, :W].copy_(torch.from_numpy(tables), non_blocking=True)
+        graph_tables[:, : tables.shape[1]].copy_(torch.from_numpy(tables), non_blocking=True)
         self.cg_context_lens[:num_seqs].copy_(torch.from_numpy(ctx), non_blocking=True)
         self.cg_slot_mapping[:B].copy_(step.slot_mapping)
         self.cg_slot_mapping[B:num_seqs].fill_(self.kv.dummy_block * self.kv.block_size)

@@ -4,7 +4,7 @@
   python scripts/profile_decode.py --stages compiled triton --no-compile   # graphs without Inductor
   python scripts/profile_decode.py --quick            # the embedded model on a CPU: a smoke run
   python scripts/profile_decode.py --model minillm/assets/pystd-llama --stages unified --batch 256 \
-      --context 512 --async-output                     # host phases at batch 256, on any machine
+      --context 512 --async-output both     # host phases at batch 256, on any machine
 
 For each stage: dummy Qwen3-0.6B in bf16 (the embedded model with --quick), `batch` requests of
 `context` prompt tokens prefilled, then `steps` decode steps under torch.profiler. Printed per stage:
@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import random
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 
-def run_stage(stage: str, args) -> None:
+def run_stage(stage: str, args, async_output: bool = False) -> dict:
     from minillm import DEFAULT_MODEL, LLM, SamplingParams
 
     cuda = torch.cuda.is_available()
@@ -39,7 +42,7 @@ def run_stage(stage: str, args) -> None:
         max_model_len=args.context + args.steps + 64,
         kv_cache_tokens=args.batch * (args.context + args.steps + 64),
         **({"compile": None} if args.no_compile else {}),
-        **({"async_output": True} if args.async_output else {}),
+        **({"async_output": True} if async_output else {}),
     )
     engine, rng = llm.engine, random.Random(0)
     vocab = min(engine.model_config.vocab_size, 8000)
@@ -68,17 +71,32 @@ def run_stage(stage: str, args) -> None:
     attr = "self_device_time_total" if cuda else "self_cpu_time_total"
     events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
     device_us = sum(getattr(e, attr) for e in events) / args.steps
-    print(f"\n== stage {stage}: batch {args.batch}, context {args.context}, {args.steps} decode steps")
+    label = stage + (" + async output" if async_output else "")
+    print(f"\n== stage {label}: batch {args.batch}, context {args.context}, {args.steps} decode steps")
     print(f"wall {wall * 1e3:.2f} ms/step; " + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()) + " ms")
     print(f"{'device' if cuda else 'cpu (self)'} time {device_us / 1e3:.2f} ms/step; top kernels:")
-    for e in sorted(events, key=lambda e: -getattr(e, attr))[: args.top]:
+    top = sorted(events, key=lambda e: -getattr(e, attr))[: args.top]
+    for e in top:
         per_step = getattr(e, attr) / args.steps / 1e3
         print(f"  {per_step:8.3f} ms  x{e.count // args.steps:<4d} {e.key[:100]}")
+    row = {
+        "stage": stage,
+        "async_output": async_output,
+        "model": model,
+        "batch": args.batch,
+        "context": args.context,
+        "steps": args.steps,
+        "wall_ms": wall * 1e3,
+        "phase_ms_median": phases,
+        "device_ms" if cuda else "cpu_self_ms": device_us / 1e3,
+        "top": [(e.key, getattr(e, attr) / args.steps / 1e3, e.count // args.steps) for e in top],
+    }
     del llm, engine
     torch._dynamo.reset()
     gc.collect()
     if cuda:
         torch.cuda.empty_cache()
+    return row
 
 
 def main() -> None:
@@ -99,14 +117,23 @@ def main() -> None:
     p.add_argument("--model", help="default: dummy qwen3-0.6b (the embedded model with --quick)")
     p.add_argument(
         "--async-output",
-        action="store_true",
-        help="EngineConfig.async_output: the previous step's texts in an 'output' phase during the forward",
+        choices=["off", "on", "both"],
+        default="off",
+        help="EngineConfig.async_output: the previous step's texts in an 'output' phase during the forward"
+        " ('both': each stage without, then with, side by side)",
     )
+    p.add_argument("--json", help="also write the rows, with the machine and versions, to this file")
     args = p.parse_args()
     if args.quick:
         args.batch, args.context, args.stages = 4, 32, ["unified"]
-    for stage in args.stages:
-        run_stage(stage, args)
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.async_output]
+    rows = [run_stage(stage, args, a) for stage in args.stages for a in modes]
+    if args.json:
+        from minillm.bench.report import environment
+
+        env = environment("cuda" if torch.cuda.is_available() else "cpu")
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"env": env, "argv": sys.argv[1:], "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -180,8 +180,8 @@ class Engine:
         now = time.perf_counter()
         # a sequence that a stop string ended in the drain above was computed in this step for nothing:
         # its token is dropped, and its blocks are already free
-        live = [i for i, s in enumerate(batch.seqs) if not s.is_finished]
-        if len(live) < len(batch.seqs):
+        live = [i for i, s in enumerate(batch.seqs) if not s.is_finished] if deferred else ()
+        if deferred and len(live) < len(batch.seqs):
             batch = replace(
                 batch,
                 seqs=[batch.seqs[i] for i in live],

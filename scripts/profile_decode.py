@@ -40,7 +40,7 @@ def run_stage(stage: str, args, async_output: bool = False) -> dict:
         max_num_seqs=args.batch,
         max_num_batched_tokens=8192,
         max_model_len=args.context + args.steps + 64,
-        kv_cache_tokens=args.batch * (args.context + args.steps + 64),
+        kv_cache_tokens=args.batch * (args.context + args.steps + 64 + 32),  # + a partly filled block
         **({"compile": None} if args.no_compile else {}),
         **({"async_output": True} if async_output else {}),
     )

@@ -62,6 +62,18 @@ def copy_bandwidth(device: str) -> float | None:
     return 2 * x.numel() / (ms / 1e3)
 
 
+def read_bandwidth(device: str) -> float | None:
+    """Measured read bandwidth (bytes read per second), CUDA only: a sum over 1 GiB of bfloat16, timed as
+    copy_bandwidth is. A decode step reads its weights and K/V and writes next to nothing, so this, not a
+    copy, is its roofline: on the H200 a copy moves 2.7 TB/s of bytes read and written, a read stream 4.0
+    (docs/benchmarks/ch07_h200_2026-12-02/run2)."""
+    if not device.startswith("cuda"):
+        return None
+    x = torch.ones(1 << 29, dtype=torch.bfloat16, device=device)
+    ms, _ = cuda_ms(lambda: x.sum(), reps=10)
+    return x.numel() * x.element_size() / (ms / 1e3)
+
+
 def run(model: str, **options) -> dict:
     """`minillm bench --chapter 1`; options: Bench's fields (device, load_format, quick, out, dtype, progress)."""
     with Bench(1, model, **options) as bench:
@@ -99,7 +111,7 @@ def measure(bench: Bench) -> dict:
             row = {**r.summary(), "part": part, "label": label}
             row["speedup_vs_no_cache"] = row["output_throughput"] / base if part == "throughput" else None
             rows.append(row)
-    bw = copy_bandwidth(bench.device)
+    bw = read_bandwidth(bench.device)
     weight_bytes = sum(p.numel() * p.element_size() for p in kv.engine.model.parameters())
     roofline = bw / weight_bytes if bw else None  # batch-1 decode can't beat reading every weight once
     for row in rows:
@@ -129,7 +141,7 @@ def measure(bench: Bench) -> dict:
         "scale": s,
         "config": {"naive": vars(kv.config), "no_cache": vars(no_cache.config)},
         "workloads": {"latency": lat.describe(), "throughput": thr.describe()},
-        "copy_bandwidth_Bps": bw,
+        "read_bandwidth_Bps": bw,
         "weight_bytes": weight_bytes,
         "token_identical": same_tokens,
         "aggregates": rows,

@@ -12,7 +12,7 @@ lengths uniform in a range (nano-vllm's benchmark at full scale: 256 requests, 1
 Reported per variant and workload: output tok/s, TPOT p50/p99, the per-step split of host time (schedule
 + prepare + forward launch + update) and waiting for the device (inside sample), start-up (compile and
 capture), greedy token agreement with unified, and on CUDA the fraction of the HBM roofline (weight and
-KV bytes a decode step must read, over the measured copy bandwidth).
+KV bytes a decode step must read, over the measured read bandwidth, ch01.read_bandwidth).
 
 Run: minillm bench --chapter 6 [--quick] [--device cuda --model qwen3-0.6b --load-format dummy]
 """
@@ -28,7 +28,7 @@ from types import SimpleNamespace
 
 import torch
 
-from minillm.bench.ch01 import copy_bandwidth, hf_model_for
+from minillm.bench.ch01 import hf_model_for, read_bandwidth
 from minillm.bench.common import Bench
 from minillm.bench.metrics import percentile
 from minillm.bench.report import markdown_table, pyplot, save_figure
@@ -95,7 +95,7 @@ def workloads(s: dict, vocab: int) -> dict:
 def measure(bench: Bench) -> dict:
     s = bench.scale(SCALES)
     cuda = bench.device.startswith("cuda")
-    bandwidth = copy_bandwidth(bench.device)
+    bandwidth = read_bandwidth(bench.device)
     rows, reference = [], {}
     Path(bench.out).mkdir(parents=True, exist_ok=True)
     positions = read_config(bench.model, bench.load_format)[0].max_position_embeddings
@@ -149,7 +149,7 @@ def measure(bench: Bench) -> dict:
     ours = [r["token_agreement"] for r in rows if "token_agreement" in r]
     return {
         "rows": rows,
-        "copy_bandwidth": bandwidth,
+        "read_bandwidth": bandwidth,
         "scale": s,
         "max_model_len": max_model_len,
         "token_identical": all(a == 1.0 for a in ours),  # float32 on a CPU: every variant, every token

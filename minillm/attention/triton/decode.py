@@ -28,7 +28,9 @@ from minillm.attention.triton.prefill import LOG2E
 
 TARGET_PROGRAMS = 264  # two waves of the H200's 132 SMs
 MAX_SPLITS = 16
-MIN_KEYS_PER_SPLIT = 256
+# 64 keys (two 32-key tiles) a split at the least: at batch 1 on the H200 sixteen splits read 1.6-3.6x
+# faster than four or one at 1k-8k keys (docs/benchmarks/ch07_h200_2026-12-02/run2, the split sweep)
+MIN_KEYS_PER_SPLIT = 64
 
 
 @triton.jit

@@ -112,8 +112,9 @@ def _serve(args) -> None:
     from minillm.server import serve
 
     engine_options = {k: getattr(args, k) for k in ENGINE_FLAGS if getattr(args, k) is not None}
-    if args.async_output:
-        engine_options["async_output"] = True
+    for flag in ("async_output", "async_scheduling"):
+        if getattr(args, flag):
+            engine_options[flag] = True
     serve(
         args.model_pos or args.model,
         stage=args.stage,
@@ -211,6 +212,12 @@ def main(argv: list[str] | None = None) -> None:
         "--async-output",
         action="store_true",
         help="detokenize and check stop strings of one step while the next computes (EngineConfig.async_output)",
+    )
+    serve_engine.add_argument(
+        "--async-scheduling",
+        action="store_true",
+        help="schedule and launch the next step before this step's tokens reach the host"
+        " (EngineConfig.async_scheduling)",
     )
     s.set_defaults(func=_serve)
 

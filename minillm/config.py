@@ -52,6 +52,10 @@ class EngineConfig:
     # Detokenizing, stop strings and outputs of step k done while step k+1 runs on the device (vLLM's
     # asynchronous output processing): each output comes one step later; the tokens are the same
     async_output: bool = False
+    # The host schedules and launches step k+1 before it knows step k's tokens (vLLM's asynchronous
+    # scheduling, SGLang's overlap scheduler): those tokens go from the sampler into the next step's
+    # inputs on the device; the host reads them one step later. Includes async_output's deferral
+    async_scheduling: bool = False
 
     def __post_init__(self):
         positive = ("kv_cache_tokens", "block_size", "max_num_seqs", "max_num_batched_tokens")
@@ -105,6 +109,12 @@ class EngineConfig:
             raise ValueError("cuda_graphs=True captures paged decode steps: it needs kv_cache='paged'")
         if not isinstance(self.async_output, bool):
             raise ValueError(f"async_output must be True or False, got {self.async_output!r}")
+        if not isinstance(self.async_scheduling, bool):
+            raise ValueError(f"async_scheduling must be True or False, got {self.async_scheduling!r}")
+        if self.async_scheduling and self.scheduler == "static":
+            raise ValueError(
+                "async_scheduling needs scheduler='continuous' or 'unified' (a stage from 'paged' on)"
+            )
         if self.attention not in ("torch", "triton"):
             raise ValueError(f"attention must be 'torch' or 'triton', got {self.attention!r}")
         if self.attention == "triton" and self.kv_cache != "paged":

@@ -67,6 +67,8 @@ class Engine:
         self.sync_timing = False  # benchmarks: wait for the device at each phase boundary, to split GPU time
         # async_output: (sequence, token, finish reason so far, token in text) whose text is still to do
         self._pending: list[tuple[Sequence, int, str | None, bool]] = []
+        # async_scheduling: the step before's tokens, still on their way to the host (see _sample_ahead)
+        self._inflight: _InFlight | None = None
         self._configure(config)
 
     def _configure(self, config: EngineConfig) -> None:
@@ -78,6 +80,12 @@ class Engine:
         self.config, self.max_model_len = config, max_model_len
         self.kv, self.scheduler, self.runner = parts.kv, parts.scheduler, parts.runner
         self.output = OutputProcessor(self.tokenizer, self._eos_token_ids, max_model_len)
+        # two host buffers for sampled tokens, used in turn: a step's copy lands in one while the host
+        # reads the step before's from the other (pinned memory, so the copy does not wait for the host)
+        pin = config.device.startswith("cuda")
+        self._token_host = [
+            torch.empty(config.max_num_seqs, dtype=torch.int64, pin_memory=pin) for _ in range(2)
+        ]
         strategy = config.constrained_decoding  # a guide factory, kept (with its guides) if unchanged
         if strategy is None or self.tokenizer is None:
             self.guides = None
@@ -136,18 +144,20 @@ class Engine:
         self.output.drop(seq)
 
     def has_unfinished(self) -> bool:
-        return self.scheduler.has_unfinished() or bool(self._pending)
+        return self.scheduler.has_unfinished() or bool(self._pending) or self._inflight is not None
 
     # -- the loop ---------------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
         """One forward over the scheduled batch; returns an output for every sequence that advanced
-        (with async_output, for every sequence that advanced in the step before: see _defer)."""
+        (with async_output or async_scheduling, for every sequence that advanced in the step before:
+        see _defer and _sample_ahead)."""
         timer = _PhaseTimer(self.config.device if self.sync_timing else None)
         constraint_before = self.guide_mask.seconds + self.output.guide_s
         batch = self.scheduler.schedule()
         if batch is None:
-            outputs = self._drain()  # the last step's texts
-            if not outputs and self.scheduler.has_unfinished():
+            progressed = self._inflight is not None or bool(self._pending)
+            outputs = self._resolve() + self._drain()  # the last step's tokens and texts
+            if not progressed and self.scheduler.has_unfinished():
                 # admission checks make this unreachable; never spin silently
                 raise RuntimeError("the scheduler could run nothing while requests are waiting")
             return outputs
@@ -169,13 +179,22 @@ class Engine:
             logits, prompt_logits = self.runner.forward_prompt_logits(*inputs, index)
             self._add_prompt_logprobs(prompt_rows, prompt_logits)
         timer.lap("forward")
-        deferred = bool(self._pending)
-        outputs = self._drain()  # async_output: host work while the device computes this step
+        if self._inflight is not None and self._inflight.tokens.event is not None:
+            self._inflight.tokens.event.synchronize()  # the step before's tokens; the device goes on
+            timer.lap("sample")  # waiting for the device, as in a synchronous step
+        deferred = bool(self._pending) or self._inflight is not None
+        # async_output / async_scheduling: the step before's host work, while the device computes this one
+        outputs = self._resolve() + self._drain()
         if deferred:
             timer.lap("output")
-        tokens = self.sampler(logits, sampling) if sampling else []
-        if any(s.logprobs is not None for s in sampling):
-            self._add_logprobs(logits, sampling, tokens)
+        ahead = self.config.async_scheduling and bool(sampling) and not prompt_rows
+        ahead = ahead and all(self._defer(s) for s in sampling)
+        if ahead:  # the tokens stay on the device: the next step reads them there, the host after it
+            tokens = self._sample_ahead(logits, sampling)
+        else:
+            tokens = self.sampler(logits, sampling) if sampling else []
+            if any(s.logprobs is not None for s in sampling):
+                self._add_logprobs(logits, sampling, tokens)
         timer.lap("sample")
         now = time.perf_counter()
         # a sequence that a stop string ended in the drain above was computed in this step for nothing:
@@ -191,6 +210,9 @@ class Engine:
         for seq in batch.seqs:
             seq.num_steps += 1
         stats = self._record(batch, now)  # KV use as this step computed it, before anyone finishes
+        if ahead:
+            self._reserve(sampling, tokens, now)
+            tokens = []
         for seq, tok in zip(sampling, tokens):
             if seq.is_finished:
                 continue
@@ -207,7 +229,8 @@ class Engine:
     def _defer(self, seq: Sequence) -> bool:
         """Whether this token's text waits for the next step. Not for a constrained request (its guide
         and jump-forward need the text before its next token) nor one that asked for logprobs."""
-        return self.config.async_output and seq.guide is None and seq.logprobs is None
+        deferring = self.config.async_output or self.config.async_scheduling
+        return deferring and seq.guide is None and seq.logprobs is None
 
     def _record_token(self, seq: Sequence, token: int, now: float) -> None:
         """Now: the token, and the rules that read ids and counts (EOS, stop tokens, max_tokens), so the
@@ -221,16 +244,66 @@ class Engine:
         """The deferred texts of the last step, in order. A stop string found here ends a request that
         may already be in the step being computed; step() then drops that step's token for it."""
         pending, self._pending = self._pending, []
-        outputs = []
-        for seq, token, reason, in_text in pending:
-            if seq.finish_reason == "abort":  # aborted between steps: nobody reads its text
+        return [
+            self._add_text(seq, token, reason, in_text)
+            for seq, token, reason, in_text in pending
+            if seq.finish_reason != "abort"  # aborted between steps: nobody reads its text
+        ]
+
+    def _add_text(self, seq: Sequence, token: int, reason: str | None, in_text: bool) -> RequestOutput:
+        final = self.output.add_text(seq, token, reason, in_text)
+        if final is not None and not seq.is_finished:
+            self._finish(seq, final)
+        elif final is not None:
+            seq.finish_reason = final  # a stop token or string on the token that reached max_tokens: "stop"
+        return self.output.emit(seq)
+
+    # -- asynchronous scheduling (vLLM's async scheduling, SGLang's overlap scheduler) -------------
+    def _sample_ahead(self, logits: torch.Tensor, sampling: list[Sequence]) -> _Tokens:
+        """Sample without waiting: the tokens go to the runner's `sampled` buffer, where the next step's
+        input ids read them on the device, and start their copy to the host, read by _resolve."""
+        tokens = self.sampler.sample(logits, sampling)  # (S,) on the device
+        self.runner.sampled[: len(sampling)].copy_(tokens)
+        host = self._token_host[0][: len(sampling)]
+        self._token_host.reverse()  # the next step's copy goes to the other buffer
+        host.copy_(tokens, non_blocking=True)
+        event = None
+        if self.config.device.startswith("cuda"):
+            event = torch.cuda.Event()
+            event.record()
+        return _Tokens(host, event)
+
+    def _reserve(self, sampling: list[Sequence], tokens: _Tokens, now: float) -> None:
+        """Each live sequence gets a placeholder for its token, -(1 + its row), and the rules that read
+        only counts (max_tokens, the model length) end requests now, so the next schedule leaves them
+        out. The ids, their text and the rules that read them come with _resolve."""
+        entries = []
+        for row, seq in enumerate(sampling):
+            if seq.is_finished:  # ended by the step before's tokens: this one was computed for nothing
                 continue
-            final = self.output.add_text(seq, token, reason, in_text)
-            if final is not None and not seq.is_finished:
-                self._finish(seq, final)
-            elif final is not None:
-                seq.finish_reason = final  # a stop string on the token that reached max_tokens: "stop"
-            outputs.append(self.output.emit(seq))
+            reason = self.output.reserve_token(seq, -1 - row, now)
+            entries.append((seq, row, len(seq.output_token_ids) - 1))
+            if reason is not None:
+                self._finish(seq, reason)  # its blocks go back; the last token's K/V is never needed
+        self._inflight = _InFlight(entries, tokens)
+
+    def _resolve(self) -> list[RequestOutput]:
+        """The step before's tokens, now on the host: fill the placeholders, apply every stop rule
+        (EOS, stop tokens, stop strings), detokenize. A request ended here may be in the step being
+        computed; step() then drops that step's token for it."""
+        if self._inflight is None:
+            return []
+        inflight, self._inflight = self._inflight, None
+        if inflight.tokens.event is not None:
+            inflight.tokens.event.synchronize()
+        ids = inflight.tokens.host.tolist()
+        now = time.perf_counter()
+        outputs = []
+        for seq, row, index in inflight.entries:
+            if seq.finish_reason == "abort":
+                continue
+            reason, in_text = self.output.record_token(seq, ids[row], now, index=index)
+            outputs.append(self._add_text(seq, ids[row], reason, in_text))
         return outputs
 
     def _process(self, seq: Sequence, token: int, now: float) -> RequestOutput:
@@ -305,6 +378,18 @@ class Engine:
             self.scheduler.finish(seq)
 
 
+@dataclass
+class _Tokens:
+    host: torch.Tensor  # (S,) int64, filled by a copy that may still be running
+    event: torch.cuda.Event | None  # recorded after that copy (CUDA only)
+
+
+@dataclass
+class _InFlight:
+    entries: list[tuple[Sequence, int, int]]  # (sequence, row in the sampled tokens, output position)
+    tokens: _Tokens
+
+
 class _PhaseTimer:
     """Seconds between laps; with a CUDA device, each lap first waits for the GPU (benchmarks only)."""
 
@@ -317,7 +402,7 @@ class _PhaseTimer:
         if self.sync:
             torch.cuda.synchronize()
         now = time.perf_counter()
-        self.phases[name] = now - self.last
+        self.phases[name] = self.phases.get(name, 0.0) + now - self.last
         self.last = now
 
 

@@ -48,11 +48,26 @@ class OutputProcessor:
         reason, in_text = self.record_token(seq, token, now)
         return self.add_text(seq, token, reason, in_text)
 
-    def record_token(self, seq: Sequence, token: int, now: float) -> tuple[str | None, bool]:
+    def reserve_token(self, seq: Sequence, placeholder: int, now: float) -> str | None:
+        """Async scheduling: the step's token is still on the device. Append a negative placeholder
+        (the next step's input reads the token there; record_token fills it in later) and apply the rules
+        that read only counts: "length" if the request can take no further step."""
+        seq.output_token_ids.append(placeholder)
+        seq.token_times.append(now)
+        return self._length_reason(seq)
+
+    def _length_reason(self, seq: Sequence) -> str | None:
+        if len(seq.output_token_ids) >= seq.params.max_tokens or seq.num_tokens >= self.max_model_len:
+            return "length"
+        return None
+
+    def record_token(
+        self, seq: Sequence, token: int, now: float, index: int | None = None
+    ) -> tuple[str | None, bool]:
         """The part of append_token that needs no text: append the token (advancing its guide) and apply
         the rules that read ids and counts. Returns (the finish reason so far, whether the token's text
         belongs to the output: not for EOS or a stop token). add_text must follow, for this token, before
-        the next one is recorded."""
+        the next one is recorded. index: the output position of a placeholder (reserve_token) to fill."""
         p = seq.params
         if seq.guide is not None and token not in self.eos_token_ids:
             t0 = time.perf_counter()
@@ -61,16 +76,18 @@ class OutputProcessor:
             if state is None:  # the mask makes this unreachable
                 raise RuntimeError(f"request {seq.request_id}: token {token} violates its constraint")
             seq.guide_state = state
-        seq.output_token_ids.append(token)
-        seq.token_times.append(now)
+        if index is None:
+            seq.output_token_ids.append(token)
+            seq.token_times.append(now)
+        else:
+            seq.output_token_ids[index] = token
+            seq.token_times[index] = now  # when the host learns it, as a client would
         eos = token in self.eos_token_ids and (not p.ignore_eos or seq.guide is not None)
         if eos or token in p.stop_token_ids:
             return "stop", False  # the stop token stays in token_ids, out of the text
         if seq.guide is not None and seq.guide.is_terminal(seq.guide_state):
             return "stop", True  # the constraint is complete: nothing but EOS could follow
-        if len(seq.output_token_ids) >= p.max_tokens or seq.num_tokens >= self.max_model_len:
-            return "length", True
-        return None, True
+        return self._length_reason(seq), True
 
     def add_text(self, seq: Sequence, token: int, reason: str | None, in_text: bool) -> str | None:
         """The rest of append_token: detokenize the token and look for stop strings, which end the

@@ -211,6 +211,11 @@ class Sequence:
         return self.prompt_token_ids + self.output_token_ids
 
     @property
+    def awaiting_token(self) -> bool:
+        """Async scheduling: the newest output token is still on the device (a negative placeholder)."""
+        return bool(self.output_token_ids) and self.output_token_ids[-1] < 0
+
+    @property
     def is_finished(self) -> bool:
         return self.status is SequenceStatus.FINISHED
 

@@ -8,6 +8,11 @@ host-built values into the front of them:
   input_ids[T], positions[T], slot_mapping[T]     one entry per new token
   block_tables[B, W], context_lens[B], cu_seqlens_q[B+1]
   logits_indices[S]                               the last new token of each sequence that samples
+  sampled[S]                                      the tokens the step before sampled (async scheduling)
+
+With async scheduling (EngineConfig.async_scheduling) the host builds step k+1 before it knows step k's
+tokens: such a token is a placeholder -(1 + r) in the sequence, r its row in `sampled`, and the input
+ids take it from there on the device (SGLang's future token map), so no step waits for the host.
 
 Everything host-side is built with numpy over whole arrays (no loop per token); the attention backend
 then does its own host work once (prepare), and the forward is tensor work only. Fixed buffers are
@@ -67,6 +72,7 @@ class ModelRunner:
         self.context_lens = torch.zeros(max_num_seqs, **i32)
         self.cu_seqlens_q = torch.zeros(max_num_seqs + 1, **i32)
         self.logits_indices = torch.zeros(max_num_seqs, **i64)
+        self.sampled = torch.zeros(max_num_seqs, **i64)
 
     def _fill(self, buf: torch.Tensor, values: np.ndarray) -> torch.Tensor:
         """Copy values into the front of a persistent buffer; returns that view."""
@@ -116,12 +122,10 @@ class ModelRunner:
             dummy_block=self.dummy_block,
         )
         logits_indices = self._fill(self.logits_indices, (cu[1:] - 1)[rows])
-        return (
-            self._fill(self.input_ids, input_ids),
-            self._fill(self.positions, positions),
-            step,
-            logits_indices,
-        )
+        ids = self._fill(self.input_ids, input_ids)
+        if T and input_ids.min() < 0:  # tokens the step before sampled: still on the device
+            ids.copy_(torch.where(ids < 0, self.sampled[(-1 - ids).clamp_(min=0)], ids))
+        return ids, self._fill(self.positions, positions), step, logits_indices
 
     @torch.inference_mode()
     def forward(self, input_ids, positions, meta, logits_indices) -> torch.Tensor:

@@ -60,12 +60,16 @@ class Sampler:
 
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
         """logits (B, V) float32 for the B sequences that sample this step -> one token id each."""
+        return self.sample(logits, seqs).tolist()
+
+    def sample(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+        """The same, left on the device: (B,) int64 (async scheduling reads it one step later)."""
         for process in self.logits_processors:
             logits = process(logits, seqs)
         greedy_tokens = logits.argmax(dim=-1)  # (B,)
         params = [s.params for s in seqs]
         if all(p.greedy for p in params):
-            return greedy_tokens.tolist()
+            return greedy_tokens
         dev = logits.device
         temperature = torch.tensor([p.temperature if not p.greedy else 1.0 for p in params], device=dev)
         top_k = torch.tensor([p.top_k for p in params], device=dev)
@@ -79,7 +83,7 @@ class Sampler:
                 q[i].exponential_(generator=s.generator)
         random_tokens = (probs / q).argmax(dim=-1)
         is_greedy = torch.tensor([p.greedy for p in params], device=dev)
-        return torch.where(is_greedy, greedy_tokens, random_tokens).tolist()
+        return torch.where(is_greedy, greedy_tokens, random_tokens)
 
 
 def token_logprobs(logits: torch.Tensor, token_ids: list[int], k: list[int]) -> list[dict[int, float]]:

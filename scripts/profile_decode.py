@@ -5,6 +5,8 @@
   python scripts/profile_decode.py --quick            # the embedded model on a CPU: a smoke run
   python scripts/profile_decode.py --model minillm/assets/pystd-llama --stages unified --batch 256 \
       --context 512 --async-output both     # host phases at batch 256, on any machine
+  python scripts/profile_decode.py --stages triton --async-output both --async-scheduling
+                                            # synchronous, async output, async scheduling side by side
 
 For each stage: dummy Qwen3-0.6B in bf16 (the embedded model with --quick), `batch` requests of
 `context` prompt tokens prefilled, then `steps` decode steps under torch.profiler. Printed per stage:
@@ -27,7 +29,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 
-def run_stage(stage: str, args, async_output: bool = False) -> dict:
+def run_stage(stage: str, args, mode: str | None = None) -> dict:
     from minillm import DEFAULT_MODEL, LLM, SamplingParams
 
     cuda = torch.cuda.is_available()
@@ -42,7 +44,7 @@ def run_stage(stage: str, args, async_output: bool = False) -> dict:
         max_model_len=args.context + args.steps + 64,
         kv_cache_tokens=args.batch * (args.context + args.steps + 64 + 32),  # + a partly filled block
         **({"compile": None} if args.no_compile else {}),
-        **({"async_output": True} if async_output else {}),
+        **({mode: True} if mode else {}),  # "async_output" | "async_scheduling"
     )
     engine, rng = llm.engine, random.Random(0)
     vocab = min(engine.model_config.vocab_size, 8000)
@@ -71,7 +73,7 @@ def run_stage(stage: str, args, async_output: bool = False) -> dict:
     attr = "self_device_time_total" if cuda else "self_cpu_time_total"
     events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
     device_us = sum(getattr(e, attr) for e in events) / args.steps
-    label = stage + (" + async output" if async_output else "")
+    label = stage + (f" + {mode.replace('_', ' ')}" if mode else "")
     print(f"\n== stage {label}: batch {args.batch}, context {args.context}, {args.steps} decode steps")
     print(f"wall {wall * 1e3:.2f} ms/step; " + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()) + " ms")
     print(f"{'device' if cuda else 'cpu (self)'} time {device_us / 1e3:.2f} ms/step; top kernels:")
@@ -81,7 +83,8 @@ def run_stage(stage: str, args, async_output: bool = False) -> dict:
         print(f"  {per_step:8.3f} ms  x{e.count // args.steps:<4d} {e.key[:100]}")
     row = {
         "stage": stage,
-        "async_output": async_output,
+        "async_output": mode == "async_output",
+        "async_scheduling": mode == "async_scheduling",
         "model": model,
         "batch": args.batch,
         "context": args.context,
@@ -122,12 +125,19 @@ def main() -> None:
         help="EngineConfig.async_output: the previous step's texts in an 'output' phase during the forward"
         " ('both': each stage without, then with, side by side)",
     )
+    p.add_argument(
+        "--async-scheduling",
+        action="store_true",
+        help="also run each stage with EngineConfig.async_scheduling (the next step launched before this"
+        " step's tokens reach the host)",
+    )
     p.add_argument("--json", help="also write the rows, with the machine and versions, to this file")
     args = p.parse_args()
     if args.quick:
         args.batch, args.context, args.stages = 4, 32, ["unified"]
-    modes = {"off": [False], "on": [True], "both": [False, True]}[args.async_output]
-    rows = [run_stage(stage, args, a) for stage in args.stages for a in modes]
+    modes = {"off": [None], "on": ["async_output"], "both": [None, "async_output"]}[args.async_output]
+    modes += ["async_scheduling"] if args.async_scheduling else []
+    rows = [run_stage(stage, args, mode) for stage in args.stages for mode in modes]
     if args.json:
         from minillm.bench.report import environment
 

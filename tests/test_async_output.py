@@ -1,14 +1,20 @@
-"""Asynchronous output processing (EngineConfig.async_output): a step's texts and stop strings are done
-while the next step computes, so each output comes one step later, and a request that a stop string ends
-has one more token computed and dropped. What a caller gets must not change: the same token ids, text
-and finish reason for every request, with stop strings, stop tokens, EOS, max_tokens, seeded sampling,
-constrained and logprob requests mixed in, preemption, and aborts.
+"""Asynchronous output processing (EngineConfig.async_output) and asynchronous scheduling
+(EngineConfig.async_scheduling).
+
+async_output: a step's texts and stop strings are done while the next step computes, so each output
+comes one step later, and a request that a stop string ends has one more token computed and dropped.
+async_scheduling goes further: the next step is scheduled and launched before the host knows this
+step's tokens, which reach the next step's inputs on the device (placeholders on the host); EOS and stop
+tokens are then found one step late too. What a caller gets must not change in either mode: the same
+token ids, text and finish reason for every request, with stop strings, stop tokens, EOS, max_tokens,
+seeded sampling, constrained and logprob requests mixed in, chunked prefill, preemption, and aborts.
 
 Run: pytest tests/test_async_output.py
 """
 
 from __future__ import annotations
 
+import functools
 import random
 
 import pytest
@@ -17,6 +23,8 @@ from hypothesis import strategies as st
 from test_lifecycle import pool_is_free
 
 from minillm import LLM, SamplingParams
+
+MODES = ["async_output", "async_scheduling"]
 
 
 def prompts_of(seed: int = 0) -> list[str]:
@@ -54,9 +62,9 @@ def workload(path) -> tuple[list[str], list[SamplingParams]]:
     return prompts, params
 
 
-def run(path, async_output: bool, eos: int | None, **opts):
+def run(path, mode: str | None, eos: int | None, **opts):
     prompts, params = workload(path)
-    llm = LLM(path, async_output=async_output, **opts)
+    llm = LLM(path, **({mode: True} if mode else {}), **opts)
     if eos is not None:
         llm.engine.eos_token_ids = {eos}
     outs = llm.generate(prompts, params)
@@ -64,6 +72,7 @@ def run(path, async_output: bool, eos: int | None, **opts):
     return llm, [(o.token_ids, o.text, o.finish_reason, o.logprobs) for o in outs]
 
 
+@functools.cache
 def frequent_token(path) -> int:
     """A token greedy decoding produces often: as EOS it ends some requests early."""
     llm = LLM(path, stage="unified")
@@ -84,10 +93,11 @@ def frequent_token(path) -> int:
     ],
     ids=["paged", "fsm-chunked", "fsm-preempting"],
 )
-def test_async_output_gives_every_request_the_same_output(tiny_path, opts):
+@pytest.mark.parametrize("mode", MODES)
+def test_async_modes_give_every_request_the_same_output(tiny_path, opts, mode):
     eos = frequent_token(tiny_path)
-    _, want = run(tiny_path, False, eos, **opts)
-    async_llm, got = run(tiny_path, True, eos, **opts)
+    _, want = run(tiny_path, None, eos, **opts)
+    async_llm, got = run(tiny_path, mode, eos, **opts)
     assert [g[:3] for g in got] == [w[:3] for w in want]  # token ids, text, finish reason
     for (*_, got_lp), (*_, want_lp) in zip(got, want):
         # the same tokens ranked; values to float32 rounding (a step's batch can differ by a row)
@@ -100,10 +110,11 @@ def test_async_output_gives_every_request_the_same_output(tiny_path, opts):
         assert async_llm.engine.scheduler.num_preemptions > 0
 
 
-def test_async_output_streams_one_step_late_and_joins_to_the_same_text(tiny_path):
+@pytest.mark.parametrize("mode", MODES)
+def test_async_modes_stream_one_step_late_and_join_to_the_same_text(tiny_path, mode):
     prompts, params = workload(tiny_path)
     want = [o.text for o in LLM(tiny_path, stage="fsm").generate(prompts, params)]
-    llm = LLM(tiny_path, stage="fsm", async_output=True)
+    llm = LLM(tiny_path, stage="fsm", **{mode: True})
     texts: dict[int, str] = {}
     finished = 0
     for out in llm.stream(prompts, params):
@@ -112,7 +123,8 @@ def test_async_output_streams_one_step_late_and_joins_to_the_same_text(tiny_path
     assert finished == len(prompts) and [texts[i] for i in sorted(texts)] == want
 
 
-def test_a_stop_string_found_late_drops_the_token_computed_meanwhile(tiny_path):
+@pytest.mark.parametrize("mode", MODES)
+def test_a_stop_string_found_late_drops_the_token_computed_meanwhile(tiny_path, mode):
     """The stop string ends the request while its next token is already being computed: that token must
     not reach token_ids, and the request's blocks go back at once."""
     params = SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True)
@@ -122,7 +134,7 @@ def test_a_stop_string_found_late_drops_the_token_computed_meanwhile(tiny_path):
     stopped = SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True, stop=[stop])
     want = LLM(tiny_path, stage="unified").generate(["def fibonacci(n):"], stopped)[0]
     assert want.finish_reason == "stop" and len(want.token_ids) < len(ref.token_ids)
-    llm = LLM(tiny_path, stage="unified", async_output=True)
+    llm = LLM(tiny_path, stage="unified", **{mode: True})
     llm.engine.add_request("def fibonacci(n):", stopped)
     final = None
     while llm.engine.has_unfinished():
@@ -132,8 +144,9 @@ def test_a_stop_string_found_late_drops_the_token_computed_meanwhile(tiny_path):
     assert pool_is_free(llm.engine)
 
 
-def test_abort_between_steps_drops_the_pending_text(tiny_path):
-    llm = LLM(tiny_path, stage="unified", async_output=True)
+@pytest.mark.parametrize("mode", MODES)
+def test_abort_between_steps_drops_the_pending_text(tiny_path, mode):
+    llm = LLM(tiny_path, stage="unified", **{mode: True})
     engine = llm.engine
     rid = engine.add_request("import os", SamplingParams(max_tokens=30, temperature=0.0, ignore_eos=True))
     keep = engine.add_request("class Stack:", SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True))
@@ -147,14 +160,19 @@ def test_abort_between_steps_drops_the_pending_text(tiny_path):
     assert pool_is_free(engine)
 
 
-def test_async_output_must_be_a_bool():
+def test_async_options_are_checked():
     with pytest.raises(ValueError, match="async_output"):
         LLM(stage="paged", async_output="yes")
+    with pytest.raises(ValueError, match="async_scheduling must be True or False"):
+        LLM(stage="paged", async_scheduling=1)
+    with pytest.raises(ValueError, match="async_scheduling needs scheduler='continuous' or 'unified'"):
+        LLM(stage="naive", async_scheduling=True)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.parametrize("mode", MODES)
+@settings(max_examples=int(__import__("os").environ.get("HYP_N", 12)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_random_arrivals_stops_and_aborts_give_the_same_outputs(tiny_path, data):
+def test_random_arrivals_stops_and_aborts_give_the_same_outputs(tiny_path, mode, data):
     """Random operation sequences against the synchronous engine: requests (token-id prompts, lengths,
     stop strings from a fixed set, EOS on or off) arriving at random steps, some aborted at a random
     step. Every request that was not aborted ends with the same tokens, text and finish reason."""
@@ -178,17 +196,21 @@ def test_random_arrivals_stops_and_aborts_give_the_same_outputs(tiny_path, data)
         if data.draw(st.booleans(), label=f"abort {i}")
     }
     block_size = data.draw(st.sampled_from([4, 16]))
+    kv_cache_tokens = data.draw(st.sampled_from([128, 512]), label="pool")  # 128: preemption
+    eos = frequent_token(tiny_path) if data.draw(st.booleans(), label="frequent EOS") else None
 
-    def play(async_output: bool) -> dict:
+    def play(mode: str | None) -> dict:
         llm = LLM(
             tiny_path,
             stage="fsm",
-            async_output=async_output,
+            **({mode: True} if mode else {}),
             max_num_batched_tokens=24,
             block_size=block_size,
-            kv_cache_tokens=512,
+            kv_cache_tokens=kv_cache_tokens,
         )
         engine, ids, done, step = llm.engine, {}, {}, 0
+        if eos is not None:
+            engine.eos_token_ids = {eos}
         while step < 200 and (step <= 6 or engine.has_unfinished()):
             for i, (at, prompt, params) in enumerate(reqs):
                 if at == step:
@@ -203,4 +225,65 @@ def test_random_arrivals_stops_and_aborts_give_the_same_outputs(tiny_path, data)
         assert not engine.has_unfinished() and pool_is_free(engine)
         return {i: done.get(rid) for i, rid in ids.items() if i not in aborts}
 
-    assert play(True) == play(False)
+    assert play(mode) == play(None)
+
+
+# async_scheduling's own mechanism
+
+
+def test_async_scheduling_keeps_tokens_on_the_device_between_steps(tiny_path, monkeypatch):
+    """Plain requests never take the synchronous sampler: between steps their newest token is a
+    placeholder on the host, and the next step's input ids take it from the device. The outputs equal the
+    synchronous engine's (so every placeholder was filled with the right token on both sides)."""
+    params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+    prompts = prompts_of(3)[:6]
+    want = [o.token_ids for o in LLM(tiny_path, stage="unified").generate(prompts, params)]
+    llm = LLM(tiny_path, stage="unified", async_scheduling=True)
+    engine = llm.engine
+
+    def no_sync(*args):
+        raise AssertionError("the synchronous sampler ran")
+
+    monkeypatch.setattr(engine.sampler, "__call__", no_sync)
+    ids = [engine.add_request(p, params) for p in prompts]
+    done, awaiting = {}, 0
+    while engine.has_unfinished():
+        for out in engine.step():
+            if out.finished:
+                done[out.request_id] = out.token_ids
+        awaiting += sum(s.awaiting_token for s in engine._seqs.values())
+    assert awaiting > 0 and [done[i] for i in ids] == want
+    assert all(t >= 0 for toks in want for t in toks)
+    assert pool_is_free(engine)
+
+
+def test_async_scheduling_through_replayed_graphs(tiny_path):
+    """The CUDA-graph data path (simulated on the CPU): a replayed decode step reads the tokens the step
+    before left in the runner's `sampled` buffer."""
+    from mixed_run import simulated_graph_llm
+
+    from minillm.attention.capture import CapturablePagedAttention
+
+    prompts, params = workload(tiny_path)
+    keep = [i for i, p in enumerate(params) if p.regex is None and p.logprobs is None]
+    prompts, params = [prompts[i] for i in keep], [params[i] for i in keep]
+    want = [(o.token_ids, o.text) for o in LLM(tiny_path, stage="unified").generate(prompts, params)]
+    llm = simulated_graph_llm(tiny_path, CapturablePagedAttention, async_scheduling=True)
+    got = [(o.token_ids, o.text) for o in llm.generate(prompts, params)]
+    assert got == want and llm.engine.runner.num_replays > 0
+
+
+def test_a_preempted_request_waits_for_its_newest_token(tiny_path):
+    """A request preempted while its newest token is still on the device is not prefilled again until
+    that token is known: its blocks would otherwise cache a placeholder as a token."""
+    llm = LLM(tiny_path, stage="unified", prefix_cache="radix")
+    engine, sched = llm.engine, llm.engine.scheduler
+    rid = engine.add_request([5, 6, 7, 8], SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True))
+    seq = engine._seqs[rid]
+    engine.step()  # prefilled, first token sampled
+    sched.requeue(seq)  # preempted
+    seq.output_token_ids.append(-1)  # as async scheduling leaves it: the next token still on the device
+    assert seq.awaiting_token and sched.schedule() is None and sched.waiting[0] is seq
+    seq.output_token_ids[-1] = 9  # resolved
+    batch = sched.schedule()
+    assert batch is not None and batch.seqs == [seq]

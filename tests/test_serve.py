@@ -477,10 +477,11 @@ def test_metrics_count_latencies_and_prefix_cache_hits(server, client):
     assert 0 < after["minillm:prefix_cache_hit_rate"] <= 1
 
 
-def test_a_server_with_async_output_streams_the_same_texts(reference):
-    """EngineConfig.async_output under the server's engine loop: outputs come a step later, the texts
-    (streamed and not) are the offline engine's."""
-    with serve_in_thread(LLM(stage="fsm", async_output=True), model_name=MODEL) as url:
+@pytest.mark.parametrize("mode", ["async_output", "async_scheduling"])
+def test_a_server_with_async_modes_streams_the_same_texts(reference, mode):
+    """EngineConfig.async_output and async_scheduling under the server's engine loop: outputs come a step
+    later, the texts (streamed and not) are the offline engine's."""
+    with serve_in_thread(LLM(stage="fsm", **{mode: True}), model_name=MODEL) as url:
         client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
         for prompt in PROMPTS[:2]:
             want = reference(prompt, 16).text

@@ -9,8 +9,9 @@ with the L2 flushed before each, bench.common.cuda_ms):
             and the one-pass kernel (puzzle 16) vs SDPA on contiguous K/V, at batch 1/64/256 and
             contexts 1k-8k. Bandwidth = K/V bytes the step must read / time, beside the measured read
             bandwidth (a 1 GiB sum) and copy bandwidth (bytes read + written per second).
-End to end: stage compiled (torch attention) vs stage triton, and stage triton with asynchronous output
-processing (async_output), on chapter 6's workloads plus a long-context one (prompts 4k-16k), where
+End to end: stage compiled (torch attention) vs stage triton, and stage triton with asynchronous
+scheduling (async_scheduling: the next step launched before this step's tokens reach the host), on
+chapter 6's workloads plus a long-context one (prompts 4k-16k), where
 attention dominates; same reporting as chapter 6.
 On a CPU (the interpreter) kernel timings mean nothing: the kernels are checked against float64 at tiny
 sizes instead, and the end-to-end part runs stage unified vs stage triton on a tiny workload for token
@@ -59,8 +60,9 @@ VARIANTS = {  # label -> (stage, engine options), the reference first
     "cuda": {
         "compiled": ("compiled", {}),
         "triton": ("triton", {}),
-        # detokenizing and stop strings of one step while the next one computes (EngineConfig.async_output)
-        "triton + async output": ("triton", {"async_output": True}),
+        # the next step scheduled and launched before this one's tokens reach the host
+        # (EngineConfig.async_scheduling; it includes async_output's deferred texts)
+        "triton + async scheduling": ("triton", {"async_scheduling": True}),
     },
     "cpu": {"unified": ("unified", {}), "triton": ("triton", {})},
 }

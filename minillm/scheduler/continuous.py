@@ -66,6 +66,8 @@ class ContinuousScheduler:
         seqs, num_tokens = [], []
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
+            if seq.awaiting_token:  # preempted with its newest token still on the device: next step
+                break
             hit = self.blocks.match(seq)
             # the prompt, or prompt + outputs after preemption, less what the prefix cache already holds
             computed = max(seq.num_computed_tokens, hit.num_cached_tokens)

@@ -142,9 +142,14 @@ class Engine:
         seq.status, seq.finish_reason = SequenceStatus.FINISHED, "abort"
         self.scheduler.abort(seq)
         self.output.drop(seq)
+        # nobody reads its deferred text or its token in flight
+        self._pending = [p for p in self._pending if p[0] is not seq]
+        if self._inflight is not None:
+            self._inflight.entries = [e for e in self._inflight.entries if e[0] is not seq]
 
     def has_unfinished(self) -> bool:
-        return self.scheduler.has_unfinished() or bool(self._pending) or self._inflight is not None
+        inflight = self._inflight is not None and bool(self._inflight.entries)
+        return self.scheduler.has_unfinished() or bool(self._pending) or inflight
 
     # -- the loop ---------------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
@@ -187,6 +192,11 @@ class Engine:
         outputs = self._resolve() + self._drain()
         if deferred:
             timer.lap("output")
+        if deferred and any(s.is_finished for s in sampling):
+            # ended by the step before's tokens: this step's row was computed for nothing. Not sampled
+            # either, so that unseeded requests draw from the shared generator as without deferral
+            keep = [i for i, s in enumerate(sampling) if not s.is_finished]
+            sampling, logits = [sampling[i] for i in keep], logits[keep]
         ahead = self.config.async_scheduling and bool(sampling) and not prompt_rows
         ahead = ahead and all(self._defer(s) for s in sampling)
         if ahead:  # the tokens stay on the device: the next step reads them there, the host after it
@@ -270,7 +280,7 @@ class Engine:
         event = None
         if self.config.device.startswith("cuda"):
             event = torch.cuda.Event()
-            event.record()
+            event.record(torch.cuda.current_stream(tokens.device))
         return _Tokens(host, event)
 
     def _reserve(self, sampling: list[Sequence], tokens: _Tokens, now: float) -> None:
@@ -278,9 +288,7 @@ class Engine:
         only counts (max_tokens, the model length) end requests now, so the next schedule leaves them
         out. The ids, their text and the rules that read them come with _resolve."""
         entries = []
-        for row, seq in enumerate(sampling):
-            if seq.is_finished:  # ended by the step before's tokens: this one was computed for nothing
-                continue
+        for row, seq in enumerate(sampling):  # none finished: step() left those out
             reason = self.output.reserve_token(seq, -1 - row, now)
             entries.append((seq, row, len(seq.output_token_ids) - 1))
             if reason is not None:

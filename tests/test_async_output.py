@@ -170,7 +170,11 @@ def test_async_options_are_checked():
 
 
 @pytest.mark.parametrize("mode", MODES)
-@settings(max_examples=int(__import__("os").environ.get("HYP_N", 12)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=int(__import__("os").environ.get("HYP_N", 12)),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(data=st.data())
 def test_random_arrivals_stops_and_aborts_give_the_same_outputs(tiny_path, mode, data):
     """Random operation sequences against the synchronous engine: requests (token-id prompts, lengths,
@@ -244,7 +248,7 @@ def test_async_scheduling_keeps_tokens_on_the_device_between_steps(tiny_path, mo
     def no_sync(*args):
         raise AssertionError("the synchronous sampler ran")
 
-    monkeypatch.setattr(engine.sampler, "__call__", no_sync)
+    monkeypatch.setattr(type(engine.sampler), "__call__", no_sync)  # Python looks dunders up on the type
     ids = [engine.add_request(p, params) for p in prompts]
     done, awaiting = {}, 0
     while engine.has_unfinished():
@@ -287,3 +291,53 @@ def test_a_preempted_request_waits_for_its_newest_token(tiny_path):
     seq.output_token_ids[-1] = 9  # resolved
     batch = sched.schedule()
     assert batch is not None and batch.seqs == [seq]
+
+
+def test_async_scheduling_caches_no_placeholder_by_hash(tiny_path):
+    """vLLM's hash prefix cache registers a block when it is allocated; a block that a decoded token
+    completes must wait until that token is known: the same keys, and the same hits, as synchronously."""
+    params = SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True)
+    got = []
+    for mode in (None, "async_scheduling"):
+        llm = LLM(
+            tiny_path, stage="unified", prefix_cache="hash", block_size=4, **({mode: True} if mode else {})
+        )
+        first = llm.generate(["def fibonacci(n):"], params)[0]
+        keys = sorted(llm.engine.kv.manager.allocator.block_key.values(), key=repr)
+        assert all(t >= 0 for key in keys for t in key[2])
+        again = SamplingParams(max_tokens=4, temperature=0.0)
+        follow = llm.generate(
+            prompt_token_ids=[first.prompt_token_ids + first.token_ids], sampling_params=again
+        )
+        got.append((keys, follow[0].metrics.num_cached_tokens))
+    assert got[1] == got[0] and got[0][1] > 40
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_unseeded_sampling_draws_as_without_deferral(tiny_path, mode):
+    """Requests that EOS ends one step late leave the step already running without being sampled, so
+    unseeded requests draw from the shared generator exactly as the synchronous engine makes them."""
+    prompts = prompts_of(5)[:6]
+    greedy = SamplingParams(max_tokens=20, temperature=0.0, ignore_eos=True)
+    first = LLM(tiny_path, stage="unified").generate(prompts[:1], greedy)[0].token_ids
+    eos = first[3]  # ends the first request mid-run, maybe others
+    params = [SamplingParams(max_tokens=20, temperature=0.0)] * 3
+    params += [SamplingParams(max_tokens=20, temperature=1.0, ignore_eos=True)] * 3
+    outs = []
+    for m in (None, mode):
+        llm = LLM(tiny_path, stage="unified", **({m: True} if m else {}))
+        llm.engine.eos_token_ids = {eos}
+        outs.append([(o.token_ids, o.finish_reason) for o in llm.generate(prompts, params)])
+    assert outs[1] == outs[0] and any(r == "stop" for _, r in outs[0])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_leaving_a_stream_early_leaves_nothing_in_flight(tiny_path, mode):
+    llm = LLM(tiny_path, stage="unified", **{mode: True})
+    params = SamplingParams(max_tokens=30, temperature=0.0, ignore_eos=True)
+    for i, _ in enumerate(llm.stream(prompts_of(6)[:4], params)):
+        if i == 9:
+            break
+    assert not llm.engine.has_unfinished() and pool_is_free(llm.engine)
+    llm.engine.reconfigure(max_num_seqs=8)  # only between runs: this is one
+    assert llm.generate(["import os"], params)[0].finish_reason == "length"

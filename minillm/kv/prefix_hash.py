@@ -145,7 +145,9 @@ class PrefixCachingBlockManager(BlockManager):
         # The prompt's full blocks are cached now, before this step computes them: a request admitted
         # in the same step can already hit them, because every layer writes the whole batch's K/V
         # (slot_mapping) before any sequence attends (vLLM V1 caches at allocation for the same reason).
-        self._register(seq, min(num_tokens or seq.num_tokens, seq.num_tokens) // self.block_size)
+        # Not a newest token still on the device (async scheduling): its block waits for on_computed.
+        known = seq.num_tokens - seq.awaiting_token
+        self._register(seq, min(num_tokens or seq.num_tokens, known) // self.block_size)
 
     def on_computed(self, seq: Sequence) -> None:
         """After a step: blocks that decoding has just filled become cached too."""

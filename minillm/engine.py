@@ -105,6 +105,7 @@ class Engine:
         keeping the loaded weights (benchmarks sweep memory budgets this way). Only between runs."""
         if self.has_unfinished():
             raise RuntimeError("reconfigure() with requests in flight")
+        self._pending, self._inflight = [], None  # what aborted requests left: nobody reads it
         self._configure(replace(self.config, **overrides))
         self.step_stats.clear()
 

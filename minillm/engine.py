@@ -29,6 +29,8 @@ from minillm.tokenizer import Tokenizer
 
 # "output": with async_output, the previous step's texts, done while the device computes this step
 STEP_PHASES = ("schedule", "prepare", "forward", "output", "sample", "update")
+# EngineConfig fields only step() reads: reconfigure() changes them without building the stage again
+LOOP_OPTIONS = ("async_output", "async_scheduling")
 
 
 @dataclass
@@ -102,11 +104,16 @@ class Engine:
 
     def reconfigure(self, **overrides) -> None:
         """A new stage build (KV pool, backend, scheduler, runner) with some EngineConfig fields changed,
-        keeping the loaded weights (benchmarks sweep memory budgets this way). Only between runs."""
+        keeping the loaded weights (benchmarks sweep memory budgets this way). Only between runs. When
+        only LOOP_OPTIONS change, the build (and its compiled graphs) stays."""
         if self.has_unfinished():
             raise RuntimeError("reconfigure() with requests in flight")
+        config = replace(self.config, **overrides)  # validated before anything changes
         self._pending, self._inflight = [], None  # what aborted requests left: nobody reads it
-        self._configure(replace(self.config, **overrides))
+        if set(overrides) <= set(LOOP_OPTIONS):
+            self.config = config
+        else:
+            self._configure(config)
         self.step_stats.clear()
 
     def kv_capacity_tokens(self) -> int:

@@ -341,3 +341,20 @@ def test_leaving_a_stream_early_leaves_nothing_in_flight(tiny_path, mode):
     assert not llm.engine.has_unfinished() and pool_is_free(llm.engine)
     llm.engine.reconfigure(max_num_seqs=8)  # only between runs: this is one
     assert llm.generate(["import os"], params)[0].finish_reason == "length"
+
+
+def test_reconfigure_switches_the_loop_options_without_building_again(tiny_path):
+    """async_output and async_scheduling are read by step() only: reconfigure keeps the stage's build
+    (KV pool, runner, compiled graphs), so a benchmark compares the modes on the same graphs."""
+    llm = LLM(tiny_path, stage="unified")
+    runner, kv = llm.engine.runner, llm.engine.kv
+    params = SamplingParams(max_tokens=10, temperature=0.0, ignore_eos=True)
+    want = [o.token_ids for o in llm.generate(prompts_of(7)[:3], params)]
+    llm.engine.reconfigure(async_scheduling=True)
+    assert llm.engine.runner is runner and llm.engine.kv is kv and llm.engine.config.async_scheduling
+    assert [o.token_ids for o in llm.generate(prompts_of(7)[:3], params)] == want
+    with pytest.raises(ValueError, match="async_scheduling must be True or False"):
+        llm.engine.reconfigure(async_scheduling="on")
+    assert llm.engine.config.async_scheduling is True  # nothing changed
+    llm.engine.reconfigure(async_scheduling=False, max_num_seqs=4)  # a build option: built again
+    assert llm.engine.runner is not runner and not llm.engine.config.async_scheduling

@@ -107,3 +107,27 @@ def test_chapter5_benchmark_compares_three_strategies_with_valid_outputs(tiny_mo
     assert all(r["valid_pct"] == 100.0 for r in constrained if r["finish_reasons"].get("stop"))
     assert payload["token_identical"]
     assert (tmp_path / "ch05" / "ch05.md").is_file() and (tmp_path / "ch05" / "ch05.png").is_file()
+
+
+def test_chapter7_runs_loop_options_on_the_stage_it_built(tiny_model_with_tokenizer, tmp_path, monkeypatch):
+    """A variant that differs from the one before only in step-loop options (async scheduling) reuses
+    its build, so the two run on the same compiled graphs; its tokens equal the reference's."""
+    import minillm.bench.ch07 as ch07
+    from minillm.bench.common import Bench
+
+    variants = {
+        "unified": ("unified", {}),
+        "unified + async scheduling": ("unified", {"async_scheduling": True}),
+    }
+    monkeypatch.setitem(ch07.VARIANTS, "cpu", variants)
+    builds = []
+    real = Bench.llm
+    monkeypatch.setattr(
+        Bench, "llm", lambda self, stage, **kw: builds.append(stage) or real(self, stage, **kw)
+    )
+    result = ch07.run(
+        tiny_model_with_tokenizer[0], parts=("e2e",), quick=True, out=str(tmp_path), progress=False
+    )
+    assert builds == ["unified"]
+    assert {r["variant"] for r in result["rows"]} == set(variants)
+    assert all(r["token_agreement"] == 1.0 for r in result["rows"])

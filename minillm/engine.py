@@ -110,7 +110,7 @@ class Engine:
             raise RuntimeError("reconfigure() with requests in flight")
         config = replace(self.config, **overrides)  # validated before anything changes
         self._pending, self._inflight = [], None  # what aborted requests left: nobody reads it
-        if set(overrides) <= set(LOOP_OPTIONS):
+        if overrides and set(overrides) <= set(LOOP_OPTIONS):  # none at all: a fresh build, as asked
             self.config = config
         else:
             self._configure(config)

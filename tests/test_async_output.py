@@ -358,3 +358,6 @@ def test_reconfigure_switches_the_loop_options_without_building_again(tiny_path)
     assert llm.engine.config.async_scheduling is True  # nothing changed
     llm.engine.reconfigure(async_scheduling=False, max_num_seqs=4)  # a build option: built again
     assert llm.engine.runner is not runner and not llm.engine.config.async_scheduling
+    runner = llm.engine.runner
+    llm.engine.reconfigure()  # nothing changed: a fresh build all the same (an empty pool and cache)
+    assert llm.engine.runner is not runner

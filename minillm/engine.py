@@ -4,6 +4,8 @@ A stage's parts (KV layout, attention backend, scheduler, runner) are built once
 is the same for every stage. Requests enter through one intake path (intake.py) that validates a whole
 call before queueing anything; sampled tokens leave through the output processor (output.py), which
 detokenises, applies the stop rules and decides jump-forwards that the engine then carries out.
+Beside it: overlap.py holds the host work that async_output and async_scheduling defer to the next
+step, step_stats.py the record and phase timing of each step, logprobs.py the logprobs of chapter 9.
 
 Checked by: pytest -m ch1, tests/test_lifecycle.py.
 """
@@ -12,39 +14,27 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 
 import torch
 
 from minillm.build import build_stage, check_max_model_len, default_max_model_len
-from minillm.config import DEFAULT_MODEL, EngineConfig
+from minillm.config import EngineConfig
 from minillm.constrained.guide import GuideFactory
 from minillm.intake import Intake
+from minillm.logprobs import add_logprobs, add_prompt_logprobs, any_prompt_logprobs, prompt_logprob_rows
 from minillm.model.loader import load_model
 from minillm.output import OutputProcessor
+from minillm.overlap import Overlap
 from minillm.request import RequestOutput, SamplingParams, Sequence, SequenceStatus
-from minillm.sampling import GuideMask, Sampler, token_logprobs
-from minillm.tokenizer import Tokenizer
+from minillm.sampling import GuideMask, Sampler
+from minillm.step_stats import STEP_PHASES, PhaseTimer, StepStats, measure_step
+from minillm.tokenizer import find_tokenizer
 
-# "output": with async_output, the previous step's texts, done while the device computes this step
-STEP_PHASES = ("schedule", "prepare", "forward", "output", "sample", "update")
+__all__ = ["LOOP_OPTIONS", "STEP_PHASES", "Engine", "StepStats"]
+
 # EngineConfig fields only step() reads: reconfigure() changes them without building the stage again
 LOOP_OPTIONS = ("async_output", "async_scheduling")
-
-
-@dataclass
-class StepStats:
-    time: float
-    num_seqs: int  # sequences in this step's batch
-    num_tokens: int  # tokens fed this step
-    num_waiting: int
-    num_holding_kv: int  # sequences that own KV memory (static batching: finished members too)
-    kv_used: int  # KV slots holding a token's K/V
-    kv_reserved: int  # KV slots allocated to sequences (used + waste inside their rows/blocks)
-    kv_total: int  # KV slots in the pool
-    constraint_s: float = 0.0  # host time spent on constrained decoding: masks, guide states, jumps
-    phase_s: dict[str, float] = field(default_factory=dict)  # seconds in each of STEP_PHASES
 
 
 class Engine:
@@ -54,7 +44,7 @@ class Engine:
         self.model, self.model_config, model_dir = load_model(
             model, load_format=load_format, dtype=config.torch_dtype, device=config.device, seed=config.seed
         )
-        self.tokenizer = _find_tokenizer(tokenizer, model_dir)
+        self.tokenizer = find_tokenizer(tokenizer, model_dir)
         self._eos_token_ids = set(self.model_config.eos_token_ids)
         if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
             self._eos_token_ids.add(self.tokenizer.eos_token_id)
@@ -67,10 +57,6 @@ class Engine:
         # one record per step (batch shape, KV memory, phase times) for plots; bounded: a server runs for days
         self.step_stats: deque[StepStats] = deque(maxlen=100_000)
         self.sync_timing = False  # benchmarks: wait for the device at each phase boundary, to split GPU time
-        # async_output: (sequence, token, finish reason so far, token in text) whose text is still to do
-        self._pending: list[tuple[Sequence, int, str | None, bool]] = []
-        # async_scheduling: the step before's tokens, still on their way to the host (see _sample_ahead)
-        self._inflight: _InFlight | None = None
         self._configure(config)
 
     def _configure(self, config: EngineConfig) -> None:
@@ -82,12 +68,8 @@ class Engine:
         self.config, self.max_model_len = config, max_model_len
         self.kv, self.scheduler, self.runner = parts.kv, parts.scheduler, parts.runner
         self.output = OutputProcessor(self.tokenizer, self._eos_token_ids, max_model_len)
-        # two host buffers for sampled tokens, used in turn: a step's copy lands in one while the host
-        # reads the step before's from the other (pinned memory, so the copy does not wait for the host)
-        pin = config.device.startswith("cuda")
-        self._token_host = [
-            torch.empty(config.max_num_seqs, dtype=torch.int64, pin_memory=pin) for _ in range(2)
-        ]
+        # async_output / async_scheduling: the host work a step leaves for the next one (overlap.py)
+        self.overlap = Overlap(config, self.output, self._finish)
         strategy = config.constrained_decoding  # a guide factory, kept (with its guides) if unchanged
         if strategy is None or self.tokenizer is None:
             self.guides = None
@@ -109,9 +91,9 @@ class Engine:
         if self.has_unfinished():
             raise RuntimeError("reconfigure() with requests in flight")
         config = replace(self.config, **overrides)  # validated before anything changes
-        self._pending, self._inflight = [], None  # what aborted requests left: nobody reads it
+        self.overlap.clear()  # what aborted requests left: nobody reads it
         if overrides and set(overrides) <= set(LOOP_OPTIONS):  # none at all: a fresh build, as asked
-            self.config = config
+            self.config = self.overlap.config = config
         else:
             self._configure(config)
         self.step_stats.clear()
@@ -121,6 +103,13 @@ class Engine:
         if self.kv is None or self.config.kv_cache == "contiguous":
             return self.max_model_len
         return (self.kv.num_blocks - self.kv.manager.watermark_blocks) * self.kv.block_size
+
+    def reset_prefix_cache(self) -> bool:
+        """Forget every cached prefix (vLLM's reset_prefix_cache): benchmark variants that share a build
+        start cold. False, and nothing forgotten, while requests are unfinished."""
+        if self.has_unfinished():
+            return False
+        return self.kv is None or not hasattr(self.kv, "manager") or self.kv.manager.reset_prefix_cache()
 
     # -- requests ---------------------------------------------------------------------------------
     def add_requests(self, prompts: list, params: list[SamplingParams], arrival_time: float | None = None):
@@ -150,26 +139,22 @@ class Engine:
         seq.status, seq.finish_reason = SequenceStatus.FINISHED, "abort"
         self.scheduler.abort(seq)
         self.output.drop(seq)
-        # nobody reads its deferred text or its token in flight
-        self._pending = [p for p in self._pending if p[0] is not seq]
-        if self._inflight is not None:
-            self._inflight.entries = [e for e in self._inflight.entries if e[0] is not seq]
+        self.overlap.drop(seq)  # nobody reads its deferred text or its token in flight
 
     def has_unfinished(self) -> bool:
-        inflight = self._inflight is not None and bool(self._inflight.entries)
-        return self.scheduler.has_unfinished() or bool(self._pending) or inflight
+        return self.scheduler.has_unfinished() or self.overlap.has_unfinished()
 
     # -- the loop ---------------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
         """One forward over the scheduled batch; returns an output for every sequence that advanced
         (with async_output or async_scheduling, for every sequence that advanced in the step before:
-        see _defer and _sample_ahead)."""
-        timer = _PhaseTimer(self.config.device if self.sync_timing else None)
+        see overlap.py)."""
+        timer = PhaseTimer(self.config.device if self.sync_timing else None)
         constraint_before = self.guide_mask.seconds + self.output.guide_s
         batch = self.scheduler.schedule()
         if batch is None:
-            progressed = self._inflight is not None or bool(self._pending)
-            outputs = self._resolve() + self._drain()  # the last step's tokens and texts
+            progressed = self.overlap.deferred()
+            outputs = self.overlap.resolve() + self.overlap.drain()  # the last step's tokens and texts
             if not progressed and self.scheduler.has_unfinished():
                 # admission checks make this unreachable; never spin silently
                 raise RuntimeError("the scheduler could run nothing while requests are waiting")
@@ -184,20 +169,19 @@ class Engine:
         sampling = [batch.seqs[i] for i in sample]
         inputs = self.runner.prepare(batch, sample)
         timer.lap("prepare")
-        prompt_rows = self._prompt_logprob_rows(batch) if _any_prompt_logprobs(batch.seqs) else None
+        prompt_rows = prompt_logprob_rows(batch) if any_prompt_logprobs(batch.seqs) else None
         if not prompt_rows:
             logits = self.runner.forward(*inputs)
         else:  # chapter 9: someone asked for prompt logprobs, so logits at their prompt positions too
             index = torch.tensor([i for i, _, _ in prompt_rows], device=self.config.device)
             logits, prompt_logits = self.runner.forward_prompt_logits(*inputs, index)
-            self._add_prompt_logprobs(prompt_rows, prompt_logits)
+            add_prompt_logprobs(prompt_rows, prompt_logits)
         timer.lap("forward")
-        if self._inflight is not None and self._inflight.tokens.event is not None:
-            self._inflight.tokens.event.synchronize()  # the step before's tokens; the device goes on
+        if self.overlap.wait_for_tokens():  # the step before's tokens; the device goes on
             timer.lap("sample")  # waiting for the device, as in a synchronous step
-        deferred = bool(self._pending) or self._inflight is not None
+        deferred = self.overlap.deferred()
         # async_output / async_scheduling: the step before's host work, while the device computes this one
-        outputs = self._resolve() + self._drain()
+        outputs = self.overlap.resolve() + self.overlap.drain()
         if deferred:
             timer.lap("output")
         if deferred and any(s.is_finished for s in sampling):
@@ -206,13 +190,13 @@ class Engine:
             keep = [i for i, s in enumerate(sampling) if not s.is_finished]
             sampling, logits = [sampling[i] for i in keep], logits[keep]
         ahead = self.config.async_scheduling and bool(sampling) and not prompt_rows
-        ahead = ahead and all(self._defer(s) for s in sampling)
+        ahead = ahead and all(self.overlap.defer(s) for s in sampling)
         if ahead:  # the tokens stay on the device: the next step reads them there, the host after it
-            tokens = self._sample_ahead(logits, sampling)
+            tokens = self.overlap.sample_ahead(logits, sampling, self.sampler, self.runner)
         else:
             tokens = self.sampler(logits, sampling) if sampling else []
             if any(s.logprobs is not None for s in sampling):
-                self._add_logprobs(logits, sampling, tokens)
+                add_logprobs(logits, sampling, tokens)
         timer.lap("sample")
         now = time.perf_counter()
         # a sequence that a stop string ended in the drain above was computed in this step for nothing:
@@ -227,99 +211,22 @@ class Engine:
         self.scheduler.update(batch)
         for seq in batch.seqs:
             seq.num_steps += 1
-        stats = self._record(batch, now)  # KV use as this step computed it, before anyone finishes
+        # KV use as this step computed it, before anyone finishes
+        stats = measure_step(batch, self.scheduler, self.kv, now)
+        self.step_stats.append(stats)
         if ahead:
-            self._reserve(sampling, tokens, now)
+            self.overlap.reserve(sampling, tokens, now)
             tokens = []
         for seq, tok in zip(sampling, tokens):
             if seq.is_finished:
                 continue
-            if self._defer(seq):
-                self._record_token(seq, tok, now)
+            if self.overlap.defer(seq):
+                self.overlap.record_token(seq, tok, now)
             else:
                 outputs.append(self._process(seq, tok, now))
         timer.lap("update")
         stats.phase_s = timer.phases
         stats.constraint_s = self.guide_mask.seconds + self.output.guide_s - constraint_before
-        return outputs
-
-    # -- asynchronous output processing (vLLM's; EngineConfig.async_output) -----------------------
-    def _defer(self, seq: Sequence) -> bool:
-        """Whether this token's text waits for the next step. Not for a constrained request (its guide
-        and jump-forward need the text before its next token) nor one that asked for logprobs."""
-        deferring = self.config.async_output or self.config.async_scheduling
-        return deferring and seq.guide is None and seq.logprobs is None
-
-    def _record_token(self, seq: Sequence, token: int, now: float) -> None:
-        """Now: the token, and the rules that read ids and counts (EOS, stop tokens, max_tokens), so the
-        next schedule knows who continues. Later (_drain): its text and the stop strings."""
-        reason, in_text = self.output.record_token(seq, token, now)
-        if reason is not None:
-            self._finish(seq, reason)  # its blocks go back before the next schedule
-        self._pending.append((seq, token, reason, in_text))
-
-    def _drain(self) -> list[RequestOutput]:
-        """The deferred texts of the last step, in order. A stop string found here ends a request that
-        may already be in the step being computed; step() then drops that step's token for it."""
-        pending, self._pending = self._pending, []
-        return [
-            self._add_text(seq, token, reason, in_text)
-            for seq, token, reason, in_text in pending
-            if seq.finish_reason != "abort"  # aborted between steps: nobody reads its text
-        ]
-
-    def _add_text(self, seq: Sequence, token: int, reason: str | None, in_text: bool) -> RequestOutput:
-        final = self.output.add_text(seq, token, reason, in_text)
-        if final is not None and not seq.is_finished:
-            self._finish(seq, final)
-        elif final is not None:
-            seq.finish_reason = final  # a stop token or string on the token that reached max_tokens: "stop"
-        return self.output.emit(seq)
-
-    # -- asynchronous scheduling (vLLM's async scheduling, SGLang's overlap scheduler) -------------
-    def _sample_ahead(self, logits: torch.Tensor, sampling: list[Sequence]) -> _Tokens:
-        """Sample without waiting: the tokens go to the runner's `sampled` buffer, where the next step's
-        input ids read them on the device, and start their copy to the host, read by _resolve."""
-        tokens = self.sampler.sample(logits, sampling)  # (S,) on the device
-        self.runner.sampled[: len(sampling)].copy_(tokens)
-        host = self._token_host[0][: len(sampling)]
-        self._token_host.reverse()  # the next step's copy goes to the other buffer
-        host.copy_(tokens, non_blocking=True)
-        event = None
-        if self.config.device.startswith("cuda"):
-            event = torch.cuda.Event()
-            event.record(torch.cuda.current_stream(tokens.device))
-        return _Tokens(host, event)
-
-    def _reserve(self, sampling: list[Sequence], tokens: _Tokens, now: float) -> None:
-        """Each live sequence gets a placeholder for its token, -(1 + its row), and the rules that read
-        only counts (max_tokens, the model length) end requests now, so the next schedule leaves them
-        out. The ids, their text and the rules that read them come with _resolve."""
-        entries = []
-        for row, seq in enumerate(sampling):  # none finished: step() left those out
-            reason = self.output.reserve_token(seq, -1 - row, now)
-            entries.append((seq, row, len(seq.output_token_ids) - 1))
-            if reason is not None:
-                self._finish(seq, reason)  # its blocks go back; the last token's K/V is never needed
-        self._inflight = _InFlight(entries, tokens)
-
-    def _resolve(self) -> list[RequestOutput]:
-        """The step before's tokens, now on the host: fill the placeholders, apply every stop rule
-        (EOS, stop tokens, stop strings), detokenize. A request ended here may be in the step being
-        computed; step() then drops that step's token for it."""
-        if self._inflight is None:
-            return []
-        inflight, self._inflight = self._inflight, None
-        if inflight.tokens.event is not None:
-            inflight.tokens.event.synchronize()
-        ids = inflight.tokens.host.tolist()
-        now = time.perf_counter()
-        outputs = []
-        for seq, row, index in inflight.entries:
-            if seq.finish_reason == "abort":
-                continue
-            reason, in_text = self.output.record_token(seq, ids[row], now, index=index)
-            outputs.append(self._add_text(seq, ids[row], reason, in_text))
         return outputs
 
     def _process(self, seq: Sequence, token: int, now: float) -> RequestOutput:
@@ -336,53 +243,6 @@ class Engine:
                 self.output.apply_jump(seq, jump, now)
         return self.output.emit(seq)
 
-    # -- logprobs (chapter 9) ---------------------------------------------------------------------
-    def _prompt_logprob_rows(self, batch) -> list[tuple[int, Sequence, int]]:
-        """(flat index in this step's tokens, sequence, the prompt token that follows) for every
-        position whose logits give a prompt logprob still missing: each position once, in order (a
-        recompute after preemption adds nothing twice). Position P - 1 predicts an output token."""
-        rows, offset = [], 0
-        for seq, n in zip(batch.seqs, batch.num_new_tokens):
-            if seq.prompt_logprobs is not None:
-                start = seq.num_computed_tokens
-                for q in range(
-                    max(start, len(seq.prompt_logprobs) - 1), min(start + n, seq.num_prompt_tokens - 1)
-                ):
-                    rows.append((offset + q - start, seq, seq.prompt_token_ids[q + 1]))
-            offset += n
-        return rows
-
-    def _add_prompt_logprobs(self, rows, prompt_logits: torch.Tensor) -> None:
-        entries = token_logprobs(
-            prompt_logits, [t for _, _, t in rows], [s.params.prompt_logprobs for _, s, _ in rows]
-        )
-        for (_, seq, _), entry in zip(rows, entries):
-            seq.prompt_logprobs.append(entry)
-
-    def _add_logprobs(self, logits: torch.Tensor, sampling: list[Sequence], tokens: list[int]) -> None:
-        rows = [i for i, s in enumerate(sampling) if s.logprobs is not None]
-        entries = token_logprobs(
-            logits[rows], [tokens[i] for i in rows], [sampling[i].params.logprobs for i in rows]
-        )  # logits (len(rows), V): raw, as the model gave them
-        for i, entry in zip(rows, entries):
-            sampling[i].logprobs.append(entry)
-
-    def _record(self, batch, now: float) -> StepStats:
-        holding = self.scheduler.seqs_holding_kv()
-        used, reserved, total = self.kv.usage(holding) if self.kv is not None else (0, 0, 0)
-        stats = StepStats(
-            now,
-            len(batch.seqs),
-            batch.num_tokens,
-            len(self.scheduler.waiting),
-            len(holding),
-            used,
-            reserved,
-            total,
-        )
-        self.step_stats.append(stats)
-        return stats
-
     def _finish(self, seq: Sequence, reason: str) -> None:
         preempted = seq.status == SequenceStatus.WAITING  # async_output: requeued before its text was done
         seq.status = SequenceStatus.FINISHED
@@ -392,47 +252,3 @@ class Engine:
             self.scheduler.abort(seq)  # out of the waiting queue; it holds no blocks
         else:
             self.scheduler.finish(seq)
-
-
-@dataclass
-class _Tokens:
-    host: torch.Tensor  # (S,) int64, filled by a copy that may still be running
-    event: torch.cuda.Event | None  # recorded after that copy (CUDA only)
-
-
-@dataclass
-class _InFlight:
-    entries: list[tuple[Sequence, int, int]]  # (sequence, row in the sampled tokens, output position)
-    tokens: _Tokens
-
-
-class _PhaseTimer:
-    """Seconds between laps; with a CUDA device, each lap first waits for the GPU (benchmarks only)."""
-
-    def __init__(self, sync_device: str | None):
-        self.sync = sync_device is not None and sync_device.startswith("cuda")
-        self.phases: dict[str, float] = {}
-        self.last = time.perf_counter()
-
-    def lap(self, name: str) -> None:
-        if self.sync:
-            torch.cuda.synchronize()
-        now = time.perf_counter()
-        self.phases[name] = self.phases.get(name, 0.0) + now - self.last
-        self.last = now
-
-
-def _any_prompt_logprobs(seqs: list[Sequence]) -> bool:
-    return any(s.prompt_logprobs is not None for s in seqs)
-
-
-def _find_tokenizer(tokenizer: str | None, model_dir: Path | None) -> Tokenizer | None:
-    """An explicit tokenizer folder, else the checkpoint's own, else the default model's (named
-    dummy configs have none of their own; their vocabularies are larger, so its ids are valid)."""
-    if tokenizer is not None:
-        return Tokenizer(tokenizer)
-    if model_dir is not None and (model_dir / "tokenizer.json").is_file():
-        return Tokenizer(model_dir)
-    if model_dir is None and (Path(DEFAULT_MODEL) / "tokenizer.json").is_file():
-        return Tokenizer(DEFAULT_MODEL)
-    return None

@@ -68,6 +68,11 @@ class LLM:
         """Yield an output for every request of this call that advances at each step; read `.delta_text`."""
         yield from self._run(self._add_all(prompts, sampling_params, prompt_token_ids))
 
+    def reset_prefix_cache(self) -> bool:
+        """Forget every cached prefix (vLLM's LLM.reset_prefix_cache), so that the next requests start
+        cold; False, and nothing forgotten, while requests are unfinished."""
+        return self.engine.reset_prefix_cache()
+
     def _run(self, ids: list[int]) -> Iterator[RequestOutput]:
         """Step until this call's requests finish, yielding only their outputs. Leaving early (break,
         an exception, Ctrl-C) aborts the ones still unfinished, so the next call starts clean."""

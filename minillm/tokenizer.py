@@ -3,7 +3,8 @@
 Streaming text one token at a time is subtle with byte-level BPE: a multi-byte character (é, 世, 🚀)
 can be split across tokens, and decoding a token on its own gives U+FFFD. The incremental
 detokenizer (the algorithm vLLM uses) decodes a short window of recent tokens twice, before and after
-the new one, and only emits text once it no longer ends in a half character.
+the new one, and only emits text once it no longer ends in a half character. find_tokenizer picks the
+folder an engine's tokenizer comes from.
 
 Checked by: pytest -m ch1 -k detok.
 """
@@ -14,6 +15,8 @@ import json
 from pathlib import Path
 
 from tokenizers import Tokenizer as HFTokenizer
+
+from minillm.config import DEFAULT_MODEL
 
 
 class Tokenizer:
@@ -50,6 +53,18 @@ class Tokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids, skip_special_tokens=True)
+
+
+def find_tokenizer(tokenizer: str | None, model_dir: Path | None) -> Tokenizer | None:
+    """An explicit tokenizer folder, else the checkpoint's own, else the default model's (named
+    dummy configs have none of their own; their vocabularies are larger, so its ids are valid)."""
+    if tokenizer is not None:
+        return Tokenizer(tokenizer)
+    if model_dir is not None and (model_dir / "tokenizer.json").is_file():
+        return Tokenizer(model_dir)
+    if model_dir is None and (Path(DEFAULT_MODEL) / "tokenizer.json").is_file():
+        return Tokenizer(DEFAULT_MODEL)
+    return None
 
 
 class IncrementalDetokenizer:

@@ -1,6 +1,7 @@
 """The brute-force model both chapter 3 caches are tested against (hypothesis state machines).
 
-Random admits (prompts built from a few shared prefixes), appends and finishes drive a block manager.
+Random admits (prompts built from a few shared prefixes), appends, finishes and resets (forget every
+cached prefix, refused while a sequence holds blocks) drive a block manager.
 The model records what each block really holds (the token prefix ending at it) whenever the manager
 hands it out. Every hit must hold exactly the prompt's prefix, and no longer cached prefix may exist
 than the one the cache finds. An admission matches once and hands its hit to can_allocate and allocate;
@@ -92,6 +93,16 @@ class PrefixCacheModel(RuleBasedStateMachine):
     @rule(data=st.data())
     def finish(self, data):
         self.bm.free(self.live.pop(data.draw(st.sampled_from(sorted(self.live)))))
+
+    @rule()
+    def reset(self):
+        before = cache_state(self.bm)
+        done = self.bm.reset_prefix_cache()
+        assert done == (not self.live), "a reset is refused exactly while a sequence holds blocks"
+        if done:
+            assert not self.cached_prefixes() and self.bm.num_free_blocks == self.num_blocks
+        else:
+            assert cache_state(self.bm) == before, "a refused reset changes nothing"
 
     def block_refs(self, extra: list[int] = ()) -> list[int]:
         """Reference counts recounted from the live block tables (plus extra holders)."""

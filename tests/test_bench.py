@@ -131,3 +131,6 @@ def test_chapter7_runs_loop_options_on_the_stage_it_built(tiny_model_with_tokeni
     assert builds == ["unified"]
     assert {r["variant"] for r in result["rows"]} == set(variants)
     assert all(r["token_agreement"] == 1.0 for r in result["rows"])
+    # the reused build starts cold: the first variant's prompts are not served from its prefix cache
+    for workload in {r["workload"] for r in result["rows"]}:
+        assert {r["cached_tokens"] for r in result["rows"] if r["workload"] == workload} == {0}

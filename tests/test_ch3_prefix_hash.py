@@ -75,6 +75,27 @@ def test_sequential_requests_hit_and_skip_prefill(tiny_path):
     assert llm.generate(prompt_token_ids=[whole], sampling_params=p)[0].metrics.num_cached_tokens == 32
 
 
+@pytest.mark.parametrize("stage, cache", [("paged", "hash"), ("radix", "radix")])
+def test_reset_prefix_cache_starts_cold(tiny_path, stage, cache):
+    """LLM.reset_prefix_cache (vLLM's): refused while a request runs, then nothing is served from the
+    cache, and the same prompt gives the same tokens from a full prefill."""
+    llm = LLM(tiny_path, stage=stage, prefix_cache=cache, max_model_len=128, block_size=16, kv_cache_tokens=1024)
+    prompt = list(range(10, 60))
+    p = SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True)
+    first = llm.generate(prompt_token_ids=[prompt], sampling_params=p)[0]
+    rid = llm.engine.add_request(prompt, p)
+    llm.engine.step()
+    assert llm.reset_prefix_cache() is False  # a running request holds cached blocks
+    llm.engine.abort_request(rid)
+    assert llm.generate(prompt_token_ids=[prompt], sampling_params=p)[0].metrics.num_cached_tokens == 48
+    assert llm.reset_prefix_cache() is True
+    manager = llm.engine.kv.manager
+    assert manager.num_free_blocks == manager.num_blocks
+    cold = llm.generate(prompt_token_ids=[prompt], sampling_params=p)[0]
+    assert cold.metrics.num_cached_tokens == 0 and cold.token_ids == first.token_ids
+    assert LLM(tiny_path, stage="paged", max_model_len=128, kv_cache_tokens=1024).reset_prefix_cache()
+
+
 def test_hash_collisions_are_caught(tiny_path, shared_prefix_reference, monkeypatch):
     monkeypatch.setattr(prefix_hash, "block_hash", lambda parent, tokens: 42)  # every block collides
     prompts, params, want = shared_prefix_reference

@@ -312,6 +312,7 @@ def end_to_end_rows(bench: Bench, s: dict, bandwidth: float | None) -> list[dict
         if llm is not None and build == built:
             # the same stage with other step-loop options: the same compiled graphs, side by side
             llm.engine.reconfigure(**{k: options.get(k, False) for k in LOOP_OPTIONS})
+            llm.reset_prefix_cache()  # the variant before cached these very prompts: start cold
         else:
             if llm is not None:
                 llm = None
@@ -341,6 +342,8 @@ def end_to_end_rows(bench: Bench, s: dict, bandwidth: float | None) -> list[dict
                 **step_split(llm),
                 "startup_s": startup,
                 "token_agreement": agree / total if total else 1.0,
+                # prompt tokens served by the prefix cache: equal across variants, or one ran warm
+                "cached_tokens": sum(m.num_cached_tokens for m in res.metrics),
             }
             if bandwidth:
                 mean_ctx = statistics.fmean(len(r.prompt_token_ids) + r.max_tokens / 2 for r in wl.requests)

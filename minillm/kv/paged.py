@@ -96,6 +96,11 @@ class BlockManager:
         logprobs (chapter 9) computes the positions they need (Sequence.max_cached_tokens)."""
         return min(seq.num_tokens - 1, seq.max_cached_tokens) // self.block_size
 
+    def reset_prefix_cache(self) -> bool:
+        """Forget every cached prefix (vLLM's reset_prefix_cache); False, and nothing dropped, while a
+        sequence holds blocks. Without a cache there is nothing to forget."""
+        return self.allocator.num_free == self.num_blocks
+
     # Prefix caching (chapter 3) overrides match and num_cached_tokens; without a cache nothing is shared.
     def match(self, seq: Sequence) -> PrefixHit:
         """The one lookup of an admission attempt: pass its hit on to can_allocate and allocate."""

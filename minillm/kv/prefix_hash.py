@@ -82,6 +82,13 @@ class CachingBlockAllocator:
             del self.free_queue[block]
         self.ref_counts[block] += 1
 
+    def forget_all(self) -> None:
+        """Drop every hash; the blocks stay free, now first in line (nothing in them is worth keeping)."""
+        for block in self.block_key:
+            self.free_queue.move_to_end(block, last=False)
+        self.cached.clear()
+        self.block_key.clear()
+
     def register(self, block: int, h: int, parent: int | None, tokens: tuple[int, ...]) -> None:
         if h not in self.cached and block not in self.block_key:
             self.cached[h] = block
@@ -100,6 +107,12 @@ class PrefixCachingBlockManager(BlockManager):
         super().__init__(num_blocks, block_size, watermark)
         self.allocator = CachingBlockAllocator(num_blocks)
         self.hashes: dict[int, list[int]] = {}  # request id -> hashes of its computed full blocks
+
+    def reset_prefix_cache(self) -> bool:
+        if self.allocator.num_free != self.num_blocks:
+            return False  # a running sequence's blocks are cached too: they cannot be forgotten now
+        self.allocator.forget_all()
+        return True
 
     def _chain(self, tokens: list[int], num_blocks: int):
         """Yield (index, hash, parent, block tokens) for the first num_blocks full blocks."""

@@ -208,6 +208,12 @@ class RadixBlockManager(BlockManager):
         self.locked: dict[int, TreeNode] = {}  # request id -> its locked node
         self.inserted: dict[int, int] = {}  # request id -> how many of its blocks are in the tree
 
+    def reset_prefix_cache(self) -> bool:
+        if self.locked or self.cache.protected_size:
+            return False  # a running sequence holds a path of the tree
+        self.cache.evict(self.cache.evictable_size)
+        return self.cache.total_size == 0 and self.allocator.num_free == self.num_blocks
+
     def _hit_tokens(self, seq: Sequence) -> list[int]:
         return seq.token_ids[: self.max_hit_blocks(seq) * self.block_size]
 

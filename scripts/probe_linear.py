@@ -1,0 +1,98 @@
+"""The decode step's linear layers one by one, at small batch: cuBLAS against Inductor's max-autotune (CUDA).
+
+  python scripts/probe_linear.py --json linear.json
+  python scripts/probe_linear.py --model qwen3-0.6b --batches 1 8 64
+
+A batch-1 decode step of Qwen3-0.6B spends 0.88 of its 1.41 ms of device time in cuBLAS GEMMs
+(docs/benchmarks/ch07_h200_2026-12-02/run2/profile_b1.txt): 1.18 GB of weights that the read stream
+would move in 0.29 ms. This script times each distinct linear layer of the model (fused qkv, o, fused
+gate_up, down, lm_head) as y = x W^T with x of `batch` rows, every call a CUDA-graph replay after an L2
+flush (bench.common.cuda_ms: a step reads each layer's weights from HBM, as here), for
+  - F.linear (cuBLAS), what the engine runs today, and
+  - the same call under torch.compile(mode="max-autotune-no-cudagraphs"): Inductor benchmarks its Triton
+    GEMM templates against cuBLAS and keeps the fastest, the route to a faster step without writing a
+    kernel.
+Printed: microseconds per call, the weight bytes read per second, and the step's total for each (the
+layers' sum times their count per step). Nothing here changes the engine; it decides whether the next
+change should.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+import torch.nn.functional as F
+
+
+def shapes(model: str) -> list[tuple[str, int, int, int]]:
+    """(name, in features, out features, calls per step) of each distinct linear of a decode step."""
+    from minillm.model.loader import read_config
+
+    c = read_config(model, "dummy")[0]
+    q, kv = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
+    L = c.num_hidden_layers
+    return [
+        ("qkv", c.hidden_size, q + 2 * kv, L),
+        ("o", q, c.hidden_size, L),
+        ("gate_up", c.hidden_size, 2 * c.intermediate_size, L),
+        ("down", c.intermediate_size, c.hidden_size, L),
+        ("lm_head", c.hidden_size, c.vocab_size, 1),
+    ]
+
+
+def main() -> int:
+    from minillm.bench.ch01 import read_bandwidth
+    from minillm.bench.common import cuda_ms
+    from minillm.bench.report import environment
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="qwen3-0.6b", help="a named dummy config")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64])
+    p.add_argument("--json", help="write the rows and the machine to this file")
+    args = p.parse_args()
+    if not torch.cuda.is_available():
+        print("probe_linear: needs a CUDA device")
+        return 1
+    torch.manual_seed(0)
+    read_bw = read_bandwidth("cuda")  # bytes per second
+    tuned = torch.compile(F.linear, mode="max-autotune-no-cudagraphs", dynamic=False)
+    rows = []
+    for batch in args.batches:
+        for name, k, n, calls in shapes(args.model):
+            w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
+            x = torch.randn(batch, k, device="cuda", dtype=torch.bfloat16)
+            ref = F.linear(x, w)
+            row = {"batch": batch, "layer": name, "in": k, "out": n, "calls_per_step": calls}
+            for impl, fn in (("cublas", F.linear), ("max-autotune", tuned)):
+                err = (fn(x, w).float() - ref.float()).abs().max().item()
+                ms, _ = cuda_ms(lambda fn=fn, x=x, w=w: fn(x, w))
+                row[impl] = {"us": ms * 1e3, "tb_s": w.numel() * 2 / (ms * 1e-3) / 1e12, "max_abs_err": err}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print(f"\nread stream {read_bw / 1e12:.2f} TB/s; per call us (weight TB/s)")
+    print("| batch | layer | in x out | cuBLAS | max-autotune |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        cells = [f"{r[i]['us']:.1f} ({r[i]['tb_s']:.2f})" for i in ("cublas", "max-autotune")]
+        print(f"| {r['batch']} | {r['layer']} | {r['in']} x {r['out']} | {cells[0]} | {cells[1]} |")
+    for batch in args.batches:
+        mine = [r for r in rows if r["batch"] == batch]
+        totals = {
+            i: sum(r[i]["us"] * r["calls_per_step"] for r in mine) / 1e3 for i in ("cublas", "max-autotune")
+        }
+        weights = sum(r["in"] * r["out"] * 2 * r["calls_per_step"] for r in mine)
+        print(
+            f"batch {batch}: linears per step {totals['cublas']:.3f} ms cuBLAS, {totals['max-autotune']:.3f} ms"
+            f" max-autotune; {weights / 1e9:.2f} GB of weights, {weights / read_bw * 1e3:.3f} ms at the read stream"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"env": environment("cuda"), "read_tb_s": read_bw / 1e12, "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

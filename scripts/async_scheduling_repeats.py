@@ -46,6 +46,14 @@ def one_run(llm, workload, name: str) -> tuple[dict, list[list[int]]]:
     }, res.token_ids
 
 
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None  # e.g. no decode-only step in a run
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def main() -> int:
     from minillm import DEFAULT_MODEL, LLM
     from minillm.bench.ch06 import warm_up_structures
@@ -97,7 +105,7 @@ def main() -> int:
                     "workload": name,
                     "async_scheduling": mode,
                     **{
-                        k: statistics.median(r[k] for r in mine)
+                        k: _median([r[k] for r in mine if r[k] is not None])
                         for k in ("tok_s", "decode_step_ms", "ttft_p50_ms", "tpot_p50_ms")
                     },
                     "tok_s_runs": [round(r["tok_s"], 1) for r in mine],
@@ -112,7 +120,7 @@ def main() -> int:
         runs_text = " / ".join(f"{t:,.0f}" for t in m["tok_s_runs"])
         print(
             f"| {m['workload']} | {'on' if m['async_scheduling'] else 'off'} | {m['tok_s']:,.1f} | {runs_text} |"
-            f" {m['decode_step_ms']:.2f} | {m['tpot_p50_ms']:.2f} | {100 * m['tokens_equal']:.1f}% |"
+            f" {_ms(m['decode_step_ms'])} | {_ms(m['tpot_p50_ms'])} | {100 * m['tokens_equal']:.1f}% |"
         )
     if args.json:
         with open(args.json, "w") as f:

@@ -352,6 +352,12 @@ def test_reconfigure_switches_the_loop_options_without_building_again(tiny_path)
     want = [o.token_ids for o in llm.generate(prompts_of(7)[:3], params)]
     llm.engine.reconfigure(async_scheduling=True)
     assert llm.engine.runner is runner and llm.engine.kv is kv and llm.engine.config.async_scheduling
+    engine = llm.engine
+    engine.add_request(prompts_of(7)[0], params)
+    assert engine.step() == []  # the step loop really switched: the token is in flight, a placeholder
+    assert [s.output_token_ids for s in engine.scheduler.running] == [[-1]]
+    while engine.has_unfinished():
+        engine.step()
     assert [o.token_ids for o in llm.generate(prompts_of(7)[:3], params)] == want
     with pytest.raises(ValueError, match="async_scheduling must be True or False"):
         llm.engine.reconfigure(async_scheduling="on")

@@ -312,7 +312,8 @@ def end_to_end_rows(bench: Bench, s: dict, bandwidth: float | None) -> list[dict
         if llm is not None and build == built:
             # the same stage with other step-loop options: the same compiled graphs, side by side
             llm.engine.reconfigure(**{k: options.get(k, False) for k in LOOP_OPTIONS})
-            llm.reset_prefix_cache()  # the variant before cached these very prompts: start cold
+            if not llm.reset_prefix_cache():  # the variant before cached these very prompts: start cold
+                raise RuntimeError("the prefix cache could not be emptied between variants")
         else:
             if llm is not None:
                 llm = None

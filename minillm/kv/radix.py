@@ -211,8 +211,11 @@ class RadixBlockManager(BlockManager):
     def reset_prefix_cache(self) -> bool:
         if self.locked or self.cache.protected_size:
             return False  # a running sequence holds a path of the tree
+        evicted = self.cache.num_evicted_blocks  # a reset is not an eviction under memory pressure
         self.cache.evict(self.cache.evictable_size)
-        return self.cache.total_size == 0 and self.allocator.num_free == self.num_blocks
+        self.cache.num_evicted_blocks = evicted
+        assert self.cache.total_size == 0 and self.allocator.num_free == self.num_blocks
+        return True
 
     def _hit_tokens(self, seq: Sequence) -> list[int]:
         return seq.token_ids[: self.max_hit_blocks(seq) * self.block_size]

@@ -1,7 +1,8 @@
-"""The decode step's linear layers one by one, at small batch: cuBLAS against Inductor's max-autotune (CUDA).
+"""The decode step's linear layers one by one, at small batch: cuBLAS, Inductor's max-autotune and a
+Triton GEMV (CUDA).
 
   python scripts/probe_linear.py --json linear.json
-  python scripts/probe_linear.py --model qwen3-0.6b --batches 1 8 64
+  python scripts/probe_linear.py --batches 1 --sweep     # also the GEMV at every tile
 
 A batch-1 decode step of Qwen3-0.6B spends 0.88 of its 1.41 ms of device time in cuBLAS GEMMs
 (docs/benchmarks/ch07_h200_2026-12-02/run2/profile_b1.txt): 1.18 GB of weights that the read stream
@@ -11,7 +12,9 @@ flush (bench.common.cuda_ms: a step reads each layer's weights from HBM, as here
   - F.linear (cuBLAS), what the engine runs today, and
   - the same call under torch.compile(mode="max-autotune-no-cudagraphs"): Inductor benchmarks its Triton
     GEMM templates against cuBLAS and keeps the fastest, the route to a faster step without writing a
-    kernel.
+    kernel, and
+  - minillm.model.gemv (at most MAX_M rows): one program per few output features streaming its rows of
+    W, at gemv_config's tile and, with --sweep, at the best of 50 tiles.
 Printed: microseconds per call, the weight bytes read per second, and the step's total for each (the
 layers' sum times their count per step). Nothing here changes the engine; it decides whether the next
 change should.
@@ -20,6 +23,8 @@ change should.
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import json
 import sys
 
@@ -43,15 +48,32 @@ def shapes(model: str) -> list[tuple[str, int, int, int]]:
     ]
 
 
+def time_call(fn, x: torch.Tensor, w: torch.Tensor, ref: torch.Tensor) -> dict:
+    """One implementation's call, timed as bench.common.cuda_ms times it, with its error against cuBLAS."""
+    from minillm.bench.common import cuda_ms
+
+    err = (fn(x, w).float() - ref.float()).abs().max().item()
+    ms, graphed = cuda_ms(lambda: fn(x, w))
+    return {
+        "us": ms * 1e3,
+        "tb_s": w.numel() * 2 / (ms * 1e-3) / 1e12,
+        "max_abs_err": err,
+        "graph_replay": graphed,  # False: timed by direct calls, launch cost included
+    }
+
+
 def main() -> int:
     from minillm.bench.ch01 import read_bandwidth
-    from minillm.bench.common import cuda_ms
     from minillm.bench.report import environment
+    from minillm.model.gemv import MAX_M, gemv
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="qwen3-0.6b", help="a named dummy config")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64])
     p.add_argument("--json", help="write the rows and the machine to this file")
+    p.add_argument(
+        "--sweep", action="store_true", help="also time the Triton GEMV at every tile (about a minute)"
+    )
     args = p.parse_args()
     if not torch.cuda.is_available():
         print("probe_linear: needs a CUDA device")
@@ -71,32 +93,40 @@ def main() -> int:
             tuned = torch.compile(
                 lambda x, w: F.linear(x, w), mode="max-autotune-no-cudagraphs", dynamic=False
             )
-            for impl, fn in (("cublas", F.linear), ("max-autotune", tuned)):
-                err = (fn(x, w).float() - ref.float()).abs().max().item()
-                ms, graphed = cuda_ms(lambda fn=fn, x=x, w=w: fn(x, w))
-                row[impl] = {
-                    "us": ms * 1e3,
-                    "tb_s": w.numel() * 2 / (ms * 1e-3) / 1e12,
-                    "max_abs_err": err,
-                    "graph_replay": graphed,  # False: timed by direct calls, launch cost included
-                }
+            impls = {"cublas": F.linear, "max-autotune": tuned}
+            if batch <= MAX_M:
+                impls["triton gemv"] = gemv  # gemv_config's tile
+            for impl, fn in impls.items():
+                row[impl] = time_call(fn, x, w, ref)
+            if batch <= MAX_M and args.sweep:  # every tile: the best one, and whether the default is it
+                best = None
+                for block_n, block_k, warps in itertools.product(
+                    (1, 2, 4, 8, 16), (64, 128, 256, 512, 1024), (4, 8)
+                ):
+                    fn = functools.partial(gemv, block_n=block_n, block_k=block_k, num_warps=warps)
+                    timed = {**time_call(fn, x, w, ref), "tile": [block_n, block_k, warps]}
+                    best = timed if best is None or timed["us"] < best["us"] else best
+                row["triton gemv, best tile"] = best
             rows.append(row)
             print(json.dumps(row), flush=True)
+    impls = [i for i in ("cublas", "max-autotune", "triton gemv", "triton gemv, best tile") if i in rows[0]]
     print(f"\nread stream {read_bw / 1e12:.2f} TB/s; per call us (weight TB/s)")
-    print("| batch | layer | in x out | cuBLAS | max-autotune |")
-    print("|---|---|---|---|---|")
+    print("| batch | layer | in x out | " + " | ".join(impls) + " |")
+    print("|---|---|---|" + "---|" * len(impls))
     for r in rows:
-        cells = [f"{r[i]['us']:.1f} ({r[i]['tb_s']:.2f})" for i in ("cublas", "max-autotune")]
-        print(f"| {r['batch']} | {r['layer']} | {r['in']} x {r['out']} | {cells[0]} | {cells[1]} |")
+        cells = [f"{r[i]['us']:.1f} ({r[i]['tb_s']:.2f})" if i in r else "-" for i in impls]
+        print(f"| {r['batch']} | {r['layer']} | {r['in']} x {r['out']} | " + " | ".join(cells) + " |")
     for batch in args.batches:
         mine = [r for r in rows if r["batch"] == batch]
-        totals = {
-            i: sum(r[i]["us"] * r["calls_per_step"] for r in mine) / 1e3 for i in ("cublas", "max-autotune")
-        }
         weights = sum(r["in"] * r["out"] * 2 * r["calls_per_step"] for r in mine)
+        totals = ", ".join(
+            f"{sum(r[i]['us'] * r['calls_per_step'] for r in mine) / 1e3:.3f} ms {i}"
+            for i in impls
+            if i in mine[0]
+        )
         print(
-            f"batch {batch}: linears per step {totals['cublas']:.3f} ms cuBLAS, {totals['max-autotune']:.3f} ms"
-            f" max-autotune; {weights / 1e9:.2f} GB of weights, {weights / read_bw * 1e3:.3f} ms at the read stream"
+            f"batch {batch}: linears per step {totals}; {weights / 1e9:.2f} GB of weights,"
+            f" {weights / read_bw * 1e3:.3f} ms at the read stream"
         )
     if args.json:
         with open(args.json, "w") as f:

@@ -134,3 +134,19 @@ def test_chapter7_runs_loop_options_on_the_stage_it_built(tiny_model_with_tokeni
     # the reused build starts cold: the first variant's prompts are not served from its prefix cache
     for workload in {r["workload"] for r in result["rows"]}:
         assert {r["cached_tokens"] for r in result["rows"] if r["workload"] == workload} == {0}
+
+
+def test_run_llm_warms_up_on_the_first_prompt_and_starts_cold(tiny_path):
+    """The warm-up computes the first request's whole prompt (its shapes' first-call costs stay out of
+    the run) and the run then starts with an empty prefix cache: nothing is served from the warm-up."""
+    from minillm import LLM
+    from minillm.bench.runner import run_llm
+
+    llm = LLM(tiny_path, stage="radix", max_model_len=128, block_size=16, kv_cache_tokens=1024)
+    wl = fixed(3, 40, 4, vocab_size=200, seed=0)  # 40-token prompts: two full blocks each
+    seen = []
+    generate = llm.generate
+    llm.generate = lambda **kw: seen.append(kw["prompt_token_ids"]) or generate(**kw)
+    res = run_llm(llm, wl, "warm-up", progress=False)
+    assert seen == [[wl.requests[0].prompt_token_ids]]
+    assert [m.num_cached_tokens for m in res.metrics] == [0, 0, 0]

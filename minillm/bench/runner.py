@@ -33,11 +33,16 @@ def _sync(device: str) -> None:
 def run_llm(llm, workload: Workload, label: str, *, progress: bool = True, warmup: bool = True) -> RunResult:
     """Feed the workload to llm.engine (honouring arrival times) and step until every request ends."""
     engine = llm.engine
-    if warmup:  # first-call costs (allocator, kernels, caches) stay out of the numbers
+    if warmup:
+        # first-call costs (allocator, kernels, per-shape plans such as cuDNN's attention plans) stay out
+        # of the numbers: the first request's whole prompt, then an empty prefix cache, so that the run
+        # is not served the prompt the warm-up just computed
         llm.generate(
-            prompt_token_ids=[workload.requests[0].prompt_token_ids[:8]],
+            prompt_token_ids=[workload.requests[0].prompt_token_ids],
             sampling_params=SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True),
         )
+        if not llm.reset_prefix_cache():
+            raise RuntimeError("the prefix cache could not be emptied after the warm-up")
     order = sorted(range(len(workload.requests)), key=lambda i: workload.requests[i].arrival_time)
     ids: dict[int, int] = {}
     done: dict[int, RequestMetrics] = {}

@@ -14,7 +14,7 @@ flush (bench.common.cuda_ms: a step reads each layer's weights from HBM, as here
     GEMM templates against cuBLAS and keeps the fastest, the route to a faster step without writing a
     kernel, and
   - minillm.model.gemv (at most MAX_M rows): one program per few output features streaming its rows of
-    W, at gemv_config's tile and, with --sweep, at the best of 50 tiles.
+    W, at gemv_config's tile and, with --sweep, at the best of up to 60 tiles.
 Printed: microseconds per call, the weight bytes read per second, and the step's total for each (the
 layers' sum times their count per step). Nothing here changes the engine; it decides whether the next
 change should.
@@ -30,6 +30,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
+import triton
 
 
 def shapes(model: str) -> list[tuple[str, int, int, int]]:
@@ -65,7 +66,7 @@ def time_call(fn, x: torch.Tensor, w: torch.Tensor, ref: torch.Tensor) -> dict:
 def main() -> int:
     from minillm.bench.ch01 import read_bandwidth
     from minillm.bench.report import environment
-    from minillm.model.gemv import MAX_M, gemv
+    from minillm.model.gemv import MAX_M, TILE_ELEMENTS, gemv
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="qwen3-0.6b", help="a named dummy config")
@@ -100,9 +101,10 @@ def main() -> int:
                 row[impl] = time_call(fn, x, w, ref)
             if batch <= MAX_M and args.sweep:  # every tile: the best one, and whether the default is it
                 best = None
-                for block_n, block_k, warps in itertools.product(
-                    (1, 2, 4, 8, 16), (64, 128, 256, 512, 1024), (4, 8)
-                ):
+                tiles = itertools.product((1, 2, 4, 8, 16), (128, 256, 512, 1024, 2048, 4096), (4, 8))
+                for block_n, block_k, warps in tiles:
+                    if block_n * block_k > 4 * TILE_ELEMENTS or block_k > 2 * triton.next_power_of_2(k):
+                        continue  # registers would spill, or one step is longer than the rows
                     fn = functools.partial(gemv, block_n=block_n, block_k=block_k, num_warps=warps)
                     timed = {**time_call(fn, x, w, ref), "tile": [block_n, block_k, warps]}
                     best = timed if best is None or timed["us"] < best["us"] else best

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import triton
 
 import minillm  # noqa: F401  (sets TRITON_INTERPRET on a machine without CUDA)
-from minillm.model.gemv import MAX_M, gemv, gemv_config
+from minillm.model.gemv import MAX_M, TILE_ELEMENTS, gemv, gemv_config
 
 pytestmark = pytest.mark.ch7
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -44,11 +45,12 @@ def test_gemv_reads_strided_rows_and_fills_out():
 
 
 def test_gemv_config_fills_the_gpu_and_bounds_the_tile():
-    assert gemv_config(1, 1024, 2048)[0] == 2  # 512 programs for o_proj's 1024 features
+    assert gemv_config(1, 1024, 2048) == (2, 2048)  # o_proj: 512 programs, each row strip in one step
     assert gemv_config(1, 151936, 1024) == (16, 512)  # lm_head: the widest tile, still 9,496 programs
     for m in range(1, MAX_M + 1):
         block_n, block_k = gemv_config(m, 6144, 1024)
         assert 6144 // block_n >= 264 and block_k & (block_k - 1) == 0 and block_k >= 16
+        assert triton.next_power_of_2(m) * block_n * block_k <= TILE_ELEMENTS
 
 
 @pytest.mark.parametrize(

@@ -54,13 +54,15 @@ def gemv_kernel(x_ptr, w_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_ym,
 
 def gemv_config(m: int, n: int, k: int) -> tuple[int, int]:
     """(BLOCK_N, BLOCK_K) for m rows and an (n, k) weight: the largest power-of-two BLOCK_N up to
-    MAX_BLOCK_N that still gives TARGET_PROGRAMS programs, and K in steps of up to 512 elements (1 KB of
-    bf16 a row), fewer with more rows so that a program's products stay at TILE_ELEMENTS."""
+    MAX_BLOCK_N that still gives TARGET_PROGRAMS programs, then the longest K step that keeps a program's
+    products at TILE_ELEMENTS. A program's loads are what the SM has in flight, and a few of them must
+    cover the memory's latency (about 30 KB per SM at 4 TB/s): a narrow tile is a long one, so that at
+    batch 1 a (2, 2048) tile reads o_proj's rows in one step rather than four."""
     block_n = 1
     while block_n * 2 <= MAX_BLOCK_N and n // (block_n * 2) >= TARGET_PROGRAMS:
         block_n *= 2
     block_m = triton.next_power_of_2(m)
-    return block_n, max(16, min(512, triton.next_power_of_2(k), TILE_ELEMENTS // (block_m * block_n)))
+    return block_n, max(16, min(triton.next_power_of_2(k), TILE_ELEMENTS // (block_m * block_n)))
 
 
 def gemv(x: torch.Tensor, w: torch.Tensor, *, block_n: int | None = None, block_k: int | None = None,

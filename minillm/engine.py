@@ -223,13 +223,15 @@ class Engine:
             if self.overlap.defer(seq):
                 self.overlap.record_token(seq, tok, now)
             else:
-                outputs.append(self._process(seq, tok, now))
+                out = self._process(seq, tok, now)
+                if out is not None:  # None: a final_only request that goes on
+                    outputs.append(out)
         timer.lap("update")
         stats.phase_s = timer.phases
         stats.constraint_s = self.guide_mask.seconds + self.output.guide_s - constraint_before
         return outputs
 
-    def _process(self, seq: Sequence, token: int, now: float) -> RequestOutput:
+    def _process(self, seq: Sequence, token: int, now: float) -> RequestOutput | None:
         reason = self.output.append_token(seq, token, now)
         if reason is not None:
             self._finish(seq, reason)

@@ -14,6 +14,7 @@ Checked by: pytest -m ch1, tests/test_lifecycle.py.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
 from tqdm import tqdm
 
@@ -42,8 +43,12 @@ class LLM:
         )
         self.tokenizer = self.engine.tokenizer
 
-    def _add_all(self, prompts, sampling_params, prompt_token_ids) -> list[int]:
+    def _add_all(
+        self, prompts, sampling_params, prompt_token_ids, output_kind: str | None = None
+    ) -> list[int]:
         inputs, params = self.engine.intake.normalize(prompts, sampling_params, prompt_token_ids)
+        if output_kind is not None:  # the caller's objects stay as they were
+            params = [replace(p, output_kind=output_kind) for p in params]
         return self.engine.add_requests(inputs, params)
 
     def generate(
@@ -54,8 +59,10 @@ class LLM:
         prompt_token_ids: Sequence[Sequence[int]] | None = None,
         use_tqdm: bool = False,
     ) -> list[RequestOutput]:
-        """Run every prompt to completion; outputs come back in the order of the prompts."""
-        ids = self._add_all(prompts, sampling_params, prompt_token_ids)
+        """Run every prompt to completion; outputs come back in the order of the prompts. As vLLM's
+        LLM.generate, the requests ask for their final output only (output_kind="final_only"): no output
+        objects are built while they run."""
+        ids = self._add_all(prompts, sampling_params, prompt_token_ids, output_kind="final_only")
         done: dict[int, RequestOutput] = {}
         with tqdm(total=len(ids), desc="generate", disable=not use_tqdm) as bar:
             for out in self._run(ids):

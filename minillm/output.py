@@ -147,8 +147,11 @@ class OutputProcessor:
         else:
             self._detok[seq.request_id] = IncrementalDetokenizer(self.tokenizer, seq.token_ids)
 
-    def emit(self, seq: Sequence) -> RequestOutput:
-        """The request's output with the text that is new since the last one."""
+    def emit(self, seq: Sequence) -> RequestOutput | None:
+        """The request's output with the text that is new since the last one; None for a final_only
+        request that has not finished (no output object, no token_ids copy: LLM.generate's path)."""
+        if seq.params.output_kind == "final_only" and not seq.is_finished:
+            return None
         if seq.is_finished:
             visible = len(seq.output_text)
         else:  # hold back what could still turn out to be the start of a stop string

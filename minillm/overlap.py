@@ -106,13 +106,13 @@ class Overlap:
         """The deferred texts of the last step, in order. A stop string found here ends a request that
         may already be in the step being computed; step() then drops that step's token for it."""
         pending, self._pending = self._pending, []
-        return [
-            self._add_text(seq, token, reason, in_text)
-            for seq, token, reason, in_text in pending
-            if seq.finish_reason != "abort"  # aborted between steps: nobody reads its text
-        ]
+        outputs = []
+        for seq, token, reason, in_text in pending:
+            if seq.finish_reason != "abort":  # aborted between steps: nobody reads its text
+                _keep(outputs, self._add_text(seq, token, reason, in_text))
+        return outputs
 
-    def _add_text(self, seq: Sequence, token: int, reason: str | None, in_text: bool) -> RequestOutput:
+    def _add_text(self, seq: Sequence, token: int, reason: str | None, in_text: bool) -> RequestOutput | None:
         final = self.output.add_text(seq, token, reason, in_text)
         if final is not None and not seq.is_finished:
             self._finish(seq, final)
@@ -164,5 +164,10 @@ class Overlap:
             if seq.finish_reason == "abort":
                 continue
             reason, in_text = self.output.record_token(seq, ids[row], now, index=index)
-            outputs.append(self._add_text(seq, ids[row], reason, in_text))
+            _keep(outputs, self._add_text(seq, ids[row], reason, in_text))
         return outputs
+
+
+def _keep(outputs: list[RequestOutput], out: RequestOutput | None) -> None:
+    if out is not None:  # None: a final_only request that goes on
+        outputs.append(out)

@@ -26,6 +26,9 @@ def _is_finite(value) -> bool:
     return (_is_int(value) or isinstance(value, float)) and abs(value) <= sys.float_info.max
 
 
+OUTPUT_KINDS = ("cumulative", "final_only")
+
+
 @dataclass
 class SamplingParams:
     temperature: float = 1.0  # 0 = greedy
@@ -43,6 +46,9 @@ class SamplingParams:
     logprobs: int | None = None  # of each sampled token, from the raw logits (before masks, temperature)
     prompt_logprobs: int | None = None  # of each prompt token from logprob_start_len on
     logprob_start_len: int = 0  # SGLang's name: the prefix cache may serve the tokens before it
+    # vLLM's RequestOutputKind: "cumulative" = an output at every step that advances the request (text
+    # so far plus delta_text); "final_only" = one output, when it finishes (LLM.generate asks for this)
+    output_kind: str = "cumulative"
 
     def __post_init__(self):
         if not _is_finite(self.temperature) or self.temperature < 0:
@@ -75,6 +81,10 @@ class SamplingParams:
         if not _is_int(self.logprob_start_len) or self.logprob_start_len < 0:
             raise ValueError(
                 f"SamplingParams.logprob_start_len must be an int >= 0, got {self.logprob_start_len!r}"
+            )
+        if self.output_kind not in OUTPUT_KINDS:
+            raise ValueError(
+                f"SamplingParams.output_kind must be one of {OUTPUT_KINDS}, got {self.output_kind!r}"
             )
         self.stop_token_ids = list(self.stop_token_ids or [])
         if any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in self.stop_token_ids):

@@ -51,7 +51,10 @@ def run_stage(stage: str, args, mode: str | None = None) -> dict:
     for _ in range(args.batch):
         prompt = [rng.randrange(16, vocab) for _ in range(args.context)]
         engine.add_request(
-            prompt, SamplingParams(max_tokens=10 * args.steps, temperature=0.0, ignore_eos=True)
+            prompt,
+            SamplingParams(
+                max_tokens=10 * args.steps, temperature=0.0, ignore_eos=True, output_kind=args.output_kind
+            ),
         )
     while any(s.num_computed_tokens < s.num_prompt_tokens for s in engine.scheduler.running) or (
         engine.scheduler.waiting
@@ -85,6 +88,7 @@ def run_stage(stage: str, args, mode: str | None = None) -> dict:
         "stage": stage,
         "async_output": mode == "async_output",
         "async_scheduling": mode == "async_scheduling",
+        "output_kind": args.output_kind,
         "model": model,
         "batch": args.batch,
         "context": args.context,
@@ -130,6 +134,12 @@ def main() -> None:
         action="store_true",
         help="also run each stage with EngineConfig.async_scheduling (the next step launched before this"
         " step's tokens reach the host)",
+    )
+    p.add_argument(
+        "--output-kind",
+        choices=["cumulative", "final_only"],
+        default="cumulative",
+        help="SamplingParams.output_kind: an output object every step, or only when a request finishes",
     )
     p.add_argument("--json", help="also write the rows, with the machine and versions, to this file")
     args = p.parse_args()

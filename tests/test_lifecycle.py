@@ -147,3 +147,32 @@ def test_a_request_aborted_from_outside_ends_the_call():
     with pytest.raises(RuntimeError, match="aborted"):
         next(stream)
     assert pool_is_free(llm.engine)
+
+
+@pytest.mark.parametrize("loop", [{}, {"async_output": True}, {"async_scheduling": True}])
+def test_final_only_requests_emit_once_with_the_cumulative_result(loop):
+    """SamplingParams.output_kind="final_only" (vLLM's RequestOutputKind.FINAL_ONLY): one output per
+    request, when it finishes, equal to the last cumulative output (text, ids, reason, metrics); the
+    cumulative kind still emits at every step. LLM.generate asks for final_only on copies of the
+    caller's params."""
+    llm = LLM(DEFAULT_MODEL, stage="unified", kv_cache_tokens=2048, max_model_len=256, **loop)
+    engine = llm.engine
+    prompts = ["def f():", "import os", "class Stack:"]
+    kinds = {"cumulative": [], "final_only": []}
+    params = {k: SamplingParams(max_tokens=9, temperature=0.0, stop=["\n\n"], output_kind=k) for k in kinds}
+    ids = {engine.add_request(p, params[k]): k for k in kinds for p in prompts}
+    while engine.has_unfinished():
+        for out in engine.step():
+            kinds[ids[out.request_id]].append(out)
+    assert all(o.finished for o in kinds["final_only"]) and len(kinds["final_only"]) == len(prompts)
+    assert len(kinds["cumulative"]) > len(prompts)  # one per step that advanced a request
+    last = {o.request_id % len(prompts): o for o in kinds["cumulative"] if o.finished}
+    for o in kinds["final_only"]:
+        want = last[o.request_id % len(prompts)]
+        assert (o.text, o.token_ids, o.finish_reason) == (want.text, want.token_ids, want.finish_reason)
+        assert o.delta_text == o.text and o.metrics.num_output_tokens == want.metrics.num_output_tokens
+    mine = SamplingParams(max_tokens=9, temperature=0.0, stop=["\n\n"])
+    assert [o.text for o in llm.generate(prompts, mine)] == [last[i].text for i in range(len(prompts))]
+    assert mine.output_kind == "cumulative"  # the caller's object is not changed
+    with pytest.raises(ValueError, match="SamplingParams.output_kind"):
+        SamplingParams(output_kind="delta")

@@ -55,7 +55,9 @@ def run_llm(llm, workload: Workload, label: str, *, progress: bool = True, warmu
         while order and workload.requests[order[0]].arrival_time <= now:
             i = order.pop(0)
             r = workload.requests[i]
-            params = SamplingParams(max_tokens=r.max_tokens, temperature=0.0, ignore_eos=True)
+            params = SamplingParams(
+                max_tokens=r.max_tokens, temperature=0.0, ignore_eos=True, output_kind="final_only"
+            )  # read when it finishes, as vLLM's offline benchmarks read LLM.generate's outputs
             rid = engine.add_request(r.prompt_token_ids, params, arrival_time=start + r.arrival_time)
             ids[rid] = i
         if not engine.has_unfinished():

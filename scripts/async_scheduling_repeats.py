@@ -7,8 +7,9 @@
 Chapter 7's end-to-end table runs each variant once. On a shared host one run of a host-bound engine
 moves by 10-30% from one process to the next, so this script runs the workloads of that table (full
 scale, dummy Qwen3-0.6B, bf16) as synchronous / async pairs, `repeats` times, on one engine whose
-compiled graphs both modes share (Engine.reconfigure changes only the step loop). The prefix cache is
-emptied before every run (LLM.reset_prefix_cache), so no run is served the prompts of the one before.
+compiled graphs both modes share (Engine.reconfigure changes only the step loop): one untimed run per
+workload first, then the pairs in alternating order. The prefix cache is emptied before every run
+(LLM.reset_prefix_cache), so no run is served the prompts of the one before.
 Per run: output tok/s, the median gap between decode-only steps, TTFT and TPOT medians, the steps
 that carried prefill, and the share of output tokens equal to the first synchronous run's (greedy:
 async scheduling must not change a token). Printed last: the medians per workload and mode.
@@ -86,13 +87,15 @@ def main() -> int:
     runs, medians = [], []
     for name in args.workloads or list(available):
         reference = None
+        one_run(llm, available[name], name)  # untimed: the workload's first-call costs, in neither mode
         for i in range(2 * args.repeats):
-            mode = i % 2 == 1
+            # pairs in alternating order (off, on, on, off, ...): neither mode always runs first
+            mode = (i % 2 == 1) != (i // 2 % 2 == 1)
             llm.engine.reconfigure(async_scheduling=mode)
             if not llm.reset_prefix_cache():
                 raise RuntimeError("the prefix cache could not be emptied between runs")
             row, ids = one_run(llm, available[name], name)
-            reference = reference if reference is not None else ids
+            reference = reference if reference is not None or mode else ids  # the first synchronous run
             same = sum(a == b for x, y in zip(reference, ids) for a, b in zip(x, y))
             row = {"workload": name, "async_scheduling": mode, "repeat": i // 2, **row}
             row["tokens_equal"] = same / sum(len(x) for x in reference)

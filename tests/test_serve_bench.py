@@ -139,3 +139,32 @@ def test_a_run_against_a_live_server_counts_every_token(tiny_path, tmp_path):
     assert (
         record["token_identical"] and (tmp_path / "ch08.png").is_file() and (tmp_path / "ch08.md").is_file()
     )
+
+
+def test_a_stage_label_carries_its_own_serve_flags(monkeypatch):
+    """sweep_stages("triton --async-scheduling"): the server starts as stage triton with that flag, after
+    the flags every stage gets, and the runs are filed under the whole label."""
+    import contextlib
+    import types
+
+    import minillm.server.launch as launch
+    from minillm.bench import ch08
+
+    started = []
+
+    @contextlib.contextmanager
+    def fake_launch(model, *, stage=None, args=(), env=None):
+        started.append((stage, list(args)))
+        yield types.SimpleNamespace(base_url="http://x", model_name="m")
+
+    monkeypatch.setattr(launch, "launch_server", fake_launch)
+    monkeypatch.setattr(ch08, "sweep", lambda url, model, requests, rates, **kw: [f"{url} {model}"])
+    runs = ch08.sweep_stages(
+        ["paged", "triton --async-scheduling"], [], [1.0], server_args=["--device", "cuda"]
+    )
+    assert started == [
+        ("paged", ["--device", "cuda"]),
+        ("triton", ["--device", "cuda", "--async-scheduling"]),
+    ]
+    assert list(runs) == ["paged", "triton --async-scheduling"]
+    assert "triton --async-scheduling" in ch08.CUDA_STAGES

@@ -26,7 +26,9 @@ from minillm.bench.report import markdown_table, save_figure
 from minillm.bench.serve import ServeRequest, random_requests, run_benchmark, summary_line
 
 STAGES = ("paged", "radix", "unified")
-CUDA_STAGES = (*STAGES, "triton")
+# on CUDA also stage triton, synchronous and with async scheduling; a label is a stage, then any
+# `minillm serve` flags of its own
+CUDA_STAGES = (*STAGES, "triton", "triton --async-scheduling")
 SCALES = {  # prompts share a prefix of prefix_len ids (vLLM's --random-prefix-len): what radix reuses
     "quick": dict(num_prompts=16, input_len=48, prefix_len=32, output_len=16, rates=(8.0, math.inf)),
     "full": dict(
@@ -83,14 +85,16 @@ def sweep(base_url: str, model: str, requests: list[ServeRequest], rates, **opti
 
 def sweep_stages(stages, requests, rates, *, model=None, server_args=(), **options) -> dict[str, list[dict]]:
     """Start `minillm serve` for each stage (one torch thread on a CPU, as every CPU benchmark here),
-    sweep it, stop it."""
+    sweep it, stop it. A stage label may carry serve flags of its own: "triton --async-scheduling"."""
     from minillm.server.launch import launch_server
 
     runs = {}
-    for stage in stages:
-        with launch_server(model, stage=stage, args=list(server_args), env={"OMP_NUM_THREADS": "1"}) as srv:
-            print(f"[stage {stage}: {srv.base_url}]")
-            runs[stage] = sweep(srv.base_url, srv.model_name, requests, rates, **options)
+    for label in stages:
+        stage, *flags = label.split()
+        args = [*server_args, *flags]
+        with launch_server(model, stage=stage, args=args, env={"OMP_NUM_THREADS": "1"}) as srv:
+            print(f"[stage {label}: {srv.base_url}]")
+            runs[label] = sweep(srv.base_url, srv.model_name, requests, rates, **options)
     return runs
 
 

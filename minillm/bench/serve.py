@@ -300,7 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sweep", action="store_true", help="run each of --request-rates")
     p.add_argument("--request-rates", default="1,2,4,8,inf")
-    p.add_argument("--stages", default="paged,radix,unified", help="without --base-url: stages to serve")
+    p.add_argument(
+        "--stages",
+        default="paged,radix,unified",
+        help="without --base-url: stages to serve, comma-separated; a stage may carry serve flags of its own"
+        ' ("triton --async-scheduling")',
+    )
     p.add_argument("--server-model", help="without --base-url: the checkpoint to serve (default: embedded)")
     p.add_argument("--load-format", default="auto")
     p.add_argument("--device", default="cpu")

@@ -6,8 +6,8 @@ it over HTTP, and the server stops; the plot puts TTFT p99 and TPOT p99 against 
     minillm bench serve --stages paged,radix,unified --sweep --request-rates 2,4,8,16,inf --out DIR
     minillm bench --chapter 8 --device cuda --model qwen3-0.6b --load-format dummy   # and stage triton
 
-On CUDA the sweep adds stage triton (chapter 7; its start-up compiles and captures for about a minute)
-and uses more prompts and higher rates: a GPU holds rates a CPU cannot, and a limit is only found by
+On CUDA the sweep adds stage triton, synchronous and with async scheduling (chapter 7; each start-up
+compiles and captures for about a minute) and uses more prompts and higher rates: a GPU holds rates a CPU cannot, and a limit is only found by
 passing it. Every request is greedy with EOS ignored, so in float32 every stage must return the same
 text for the same prompt at every rate (`token_identical` in the JSON: the texts compared); in bf16
 stages round differently and nearly tied random-weight logits can flip.

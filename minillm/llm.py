@@ -48,7 +48,10 @@ class LLM:
     ) -> list[int]:
         inputs, params = self.engine.intake.normalize(prompts, sampling_params, prompt_token_ids)
         if output_kind is not None:  # the caller's objects stay as they were
-            params = [replace(p, output_kind=output_kind) for p in params]
+            # what is not a SamplingParams is refused by add_requests, naming it
+            params = [
+                replace(p, output_kind=output_kind) if isinstance(p, SamplingParams) else p for p in params
+            ]
         return self.engine.add_requests(inputs, params)
 
     def generate(

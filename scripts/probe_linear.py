@@ -2,7 +2,7 @@
 Triton GEMV (CUDA).
 
   python scripts/probe_linear.py --json linear.json
-  python scripts/probe_linear.py --batches 1 --sweep     # also the GEMV at every tile
+  python scripts/probe_linear.py --batches 1 --sweep     # also the GEMV at every tile (one batch size)
 
 A batch-1 decode step of Qwen3-0.6B spends 0.88 of its 1.41 ms of device time in cuBLAS GEMMs
 (docs/benchmarks/ch07_h200_2026-12-02/run2/profile_b1.txt): 1.18 GB of weights that the read stream
@@ -14,7 +14,7 @@ flush (bench.common.cuda_ms: a step reads each layer's weights from HBM, as here
     GEMM templates against cuBLAS and keeps the fastest, the route to a faster step without writing a
     kernel, and
   - minillm.model.gemv (at most MAX_M rows): one program per few output features streaming its rows of
-    W, at gemv_config's tile and, with --sweep, at the best of up to 60 tiles.
+    W, at gemv_config's tile and, with --sweep, at the best of up to 80 tiles.
 Printed: microseconds per call, the weight bytes read per second, and the step's total for each (the
 layers' sum times their count per step). Nothing here changes the engine; it decides whether the next
 change should.
@@ -73,7 +73,9 @@ def main() -> int:
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64])
     p.add_argument("--json", help="write the rows and the machine to this file")
     p.add_argument(
-        "--sweep", action="store_true", help="also time the Triton GEMV at every tile (about a minute)"
+        "--sweep",
+        action="store_true",
+        help="also time the Triton GEMV at every tile (minutes per batch size: one batch size a call)",
     )
     args = p.parse_args()
     if not torch.cuda.is_available():
@@ -81,6 +83,7 @@ def main() -> int:
         return 1
     torch.manual_seed(0)
     read_bw = read_bandwidth("cuda")  # bytes per second
+    env = environment("cuda")
     rows = []
     for batch in args.batches:
         for name, k, n, calls in shapes(args.model):
@@ -101,17 +104,23 @@ def main() -> int:
                 row[impl] = time_call(fn, x, w, ref)
             if batch <= MAX_M and args.sweep:  # every tile: the best one, and whether the default is it
                 best = None
-                tiles = itertools.product((1, 2, 4, 8, 16), (128, 256, 512, 1024, 2048, 4096), (4, 8))
+                tiles = itertools.product((1, 2, 4, 8, 16), (32, 64, 128, 256, 512, 1024, 2048, 4096), (4, 8))
+                block_m = triton.next_power_of_2(batch)
                 for block_n, block_k, warps in tiles:
-                    if block_n * block_k > 4 * TILE_ELEMENTS or block_k > 2 * triton.next_power_of_2(k):
-                        continue  # registers would spill, or one step is longer than the rows
+                    if block_m * block_n * block_k > 4 * TILE_ELEMENTS or block_k > triton.next_power_of_2(k):
+                        continue  # products past four times the default budget, or a step longer than a row
                     fn = functools.partial(gemv, block_n=block_n, block_k=block_k, num_warps=warps)
                     timed = {**time_call(fn, x, w, ref), "tile": [block_n, block_k, warps]}
                     best = timed if best is None or timed["us"] < best["us"] else best
-                row["triton gemv, best tile"] = best
+                if best is not None:
+                    row["triton gemv, best tile"] = best
             rows.append(row)
             print(json.dumps(row), flush=True)
-    impls = [i for i in ("cublas", "max-autotune", "triton gemv", "triton gemv, best tile") if i in rows[0]]
+            if args.json:  # rewritten after every row: a run cut short keeps what it measured
+                with open(args.json, "w") as f:
+                    json.dump({"env": env, "read_tb_s": read_bw / 1e12, "rows": rows}, f, indent=1)
+    names = ("cublas", "max-autotune", "triton gemv", "triton gemv, best tile")
+    impls = [i for i in names if any(i in r for r in rows)]
     print(f"\nread stream {read_bw / 1e12:.2f} TB/s; per call us (weight TB/s)")
     print("| batch | layer | in x out | " + " | ".join(impls) + " |")
     print("|---|---|---|" + "---|" * len(impls))
@@ -124,15 +133,12 @@ def main() -> int:
         totals = ", ".join(
             f"{sum(r[i]['us'] * r['calls_per_step'] for r in mine) / 1e3:.3f} ms {i}"
             for i in impls
-            if i in mine[0]
+            if all(i in r for r in mine)
         )
         print(
             f"batch {batch}: linears per step {totals}; {weights / 1e9:.2f} GB of weights,"
             f" {weights / read_bw * 1e3:.3f} ms at the read stream"
         )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"env": environment("cuda"), "read_tb_s": read_bw / 1e12, "rows": rows}, f, indent=1)
     return 0
 
 

@@ -67,3 +67,5 @@ def test_gemv_refuses_what_it_cannot_take(x, w, match):
         gemv(x, w)
     with pytest.raises(ValueError, match="out must be"):
         gemv(torch.zeros(2, 8), torch.zeros(4, 8), out=torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="powers of two"):
+        gemv(torch.zeros(2, 8), torch.zeros(4, 8), block_n=3)

@@ -114,6 +114,7 @@ def test_abort_a_waiting_request():
         (lambda llm: llm.generate(prompt_token_ids=torch.tensor([[1, 2]])), "prompt_token_ids"),
         (lambda llm: llm.generate(prompt_token_ids=[torch.tensor([1, 2])]), "prompt_token_ids"),
         (lambda llm: llm.generate(["a"], [GREEDY, 3]), "sampling_params"),
+        (lambda llm: llm.generate(["a"], [{"max_tokens": 3}]), "sampling_params"),
     ],
 )
 def test_wrong_types_name_the_field(call, field):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import shlex
 from pathlib import Path
 
 from minillm.bench.common import Bench
@@ -90,7 +91,9 @@ def sweep_stages(stages, requests, rates, *, model=None, server_args=(), **optio
 
     runs = {}
     for label in stages:
-        stage, *flags = label.split()
+        if not label.strip():
+            raise ValueError(f"stages: an empty stage label in {list(stages)}")
+        stage, *flags = shlex.split(label)
         args = [*server_args, *flags]
         with launch_server(model, stage=stage, args=args, env={"OMP_NUM_THREADS": "1"}) as srv:
             print(f"[stage {label}: {srv.base_url}]")

@@ -43,6 +43,7 @@ def run_llm(llm, workload: Workload, label: str, *, progress: bool = True, warmu
         )
         if not llm.reset_prefix_cache():
             raise RuntimeError("the prefix cache could not be emptied after the warm-up")
+        engine.step_stats.clear()  # the run's steps only
     order = sorted(range(len(workload.requests)), key=lambda i: workload.requests[i].arrival_time)
     ids: dict[int, int] = {}
     done: dict[int, RequestMetrics] = {}

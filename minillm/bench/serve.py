@@ -389,7 +389,7 @@ def _main(args) -> None:
                 *args.server_args.split(),
             ]
             runs = ch08.sweep_stages(
-                args.stages.split(","),
+                [label.strip() for label in args.stages.split(",")],
                 make_requests(vocab),
                 rates,
                 model=args.server_model,

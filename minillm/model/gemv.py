@@ -10,10 +10,11 @@ gemv(x, w) computes x @ w.T for x of at most MAX_M rows. One program owns BLOCK_
 walks K in BLOCK_K steps: it loads a (BLOCK_N, BLOCK_K) tile of W (contiguous along K, so every load is
 coalesced), the matching (BLOCK_M, BLOCK_K) slice of x, and accumulates their products in float32 with a
 broadcast multiply and a sum over K: no tensor cores, which a handful of rows could not use anyway. The
-grid has N / BLOCK_N programs; BLOCK_N is chosen so that there are at least two waves of programs on
-the GPU's SMs, since each program only streams its rows and memory parallelism comes from their number.
-Every output element is summed by one program in one order: results do not depend on the launch, as
-split-K with atomics would make them.
+grid has N / BLOCK_N programs; BLOCK_N is chosen so that there are at least two programs per SM where N
+allows, since each program only streams its rows and memory parallelism comes from their number.
+Every output element is summed by one program in one order fixed by the tile: the same inputs give the
+same bits at every launch, which split-K with atomics would not. (The tile depends on the number of rows,
+so a row's result may differ in its last bits between batch sizes.)
 
 Whether it beats cuBLAS is for the H200 to say: scripts/probe_linear.py times it beside cuBLAS and
 Inductor's max-autotune, layer by layer, over a sweep of tile sizes. No stage calls it until then.
@@ -28,7 +29,7 @@ import triton
 import triton.language as tl
 
 MAX_M = 8  # rows of x: decode batches this small read the weights once for all rows
-TARGET_PROGRAMS = 264  # two waves of the H200's 132 SMs
+TARGET_PROGRAMS = 264  # two programs per SM of the H200's 132
 MAX_BLOCK_N = 16
 TILE_ELEMENTS = 8192  # float32 products a program holds per K step: BLOCK_M * BLOCK_N * BLOCK_K
 
@@ -80,7 +81,12 @@ def gemv(x: torch.Tensor, w: torch.Tensor, *, block_n: int | None = None, block_
     if x.dtype != w.dtype or x.stride(1) != 1 or not w.is_contiguous():
         raise ValueError("gemv: x and w of one dtype, x with unit stride along K, w contiguous")
     default_n, default_k = gemv_config(M, N, K)
-    block_n, block_k = block_n or default_n, block_k or default_k
+    block_n = default_n if block_n is None else block_n
+    block_k = default_k if block_k is None else block_k
+    if any(b < 1 or b & (b - 1) for b in (block_n, block_k)):
+        raise ValueError(f"gemv: block_n and block_k must be powers of two, got {block_n} and {block_k}")
+    if x.device != w.device or (out is not None and out.device != x.device):
+        raise ValueError("gemv: x, w and out on one device")
     y = torch.empty((M, N), dtype=x.dtype, device=x.device) if out is None else out
     if y.shape != (M, N) or y.dtype != x.dtype or y.stride(1) != 1:
         raise ValueError(f"gemv: out must be ({M}, {N}) of {x.dtype} with unit stride along N")

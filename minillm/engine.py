@@ -69,7 +69,7 @@ class Engine:
         self.kv, self.scheduler, self.runner = parts.kv, parts.scheduler, parts.runner
         self.output = OutputProcessor(self.tokenizer, self._eos_token_ids, max_model_len)
         # async_output / async_scheduling: the host work a step leaves for the next one (overlap.py)
-        self.overlap = Overlap(config, self.output, self._finish)
+        self.overlap = Overlap(lambda: self.config, self.output, self._finish)
         strategy = config.constrained_decoding  # a guide factory, kept (with its guides) if unchanged
         if strategy is None or self.tokenizer is None:
             self.guides = None
@@ -93,7 +93,7 @@ class Engine:
         config = replace(self.config, **overrides)  # validated before anything changes
         self.overlap.clear()  # what aborted requests left: nobody reads it
         if overrides and set(overrides) <= set(LOOP_OPTIONS):  # none at all: a fresh build, as asked
-            self.config = self.overlap.config = config
+            self.config = config
         else:
             self._configure(config)
         self.step_stats.clear()

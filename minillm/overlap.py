@@ -48,18 +48,23 @@ class Overlap:
     engine's: it ends a request and gives its blocks back."""
 
     def __init__(
-        self, config: EngineConfig, output: OutputProcessor, finish: Callable[[Sequence, str], None]
+        self,
+        config: Callable[[], EngineConfig],
+        output: OutputProcessor,
+        finish: Callable[[Sequence, str], None],
     ):
-        self.config, self.output, self._finish = config, output, finish
+        """config: the engine's current EngineConfig, read at each use (reconfigure may change the loop
+        options without building anything again)."""
+        self._config, self.output, self._finish = config, output, finish
         # async_output: (sequence, token, finish reason so far, token in text) whose text is still to do
         self._pending: list[tuple[Sequence, int, str | None, bool]] = []
         # async_scheduling: the step before's tokens, still on their way to the host (see sample_ahead)
         self._inflight: _InFlight | None = None
         # two host buffers for sampled tokens, used in turn: a step's copy lands in one while the host
         # reads the step before's from the other (pinned memory, so the copy does not wait for the host)
-        pin = config.device.startswith("cuda")
+        pin = config().device.startswith("cuda")
         self._token_host = [
-            torch.empty(config.max_num_seqs, dtype=torch.int64, pin_memory=pin) for _ in range(2)
+            torch.empty(config().max_num_seqs, dtype=torch.int64, pin_memory=pin) for _ in range(2)
         ]
 
     def deferred(self) -> bool:
@@ -91,7 +96,8 @@ class Overlap:
     def defer(self, seq: Sequence) -> bool:
         """Whether this token's text waits for the next step. Not for a constrained request (its guide
         and jump-forward need the text before its next token) nor one that asked for logprobs."""
-        deferring = self.config.async_output or self.config.async_scheduling
+        config = self._config()
+        deferring = config.async_output or config.async_scheduling
         return deferring and seq.guide is None and seq.logprobs is None
 
     def record_token(self, seq: Sequence, token: int, now: float) -> None:
@@ -131,7 +137,7 @@ class Overlap:
         self._token_host.reverse()  # the next step's copy goes to the other buffer
         host.copy_(tokens, non_blocking=True)
         event = None
-        if self.config.device.startswith("cuda"):
+        if self._config().device.startswith("cuda"):
             event = torch.cuda.Event()
             event.record(torch.cuda.current_stream(tokens.device))
         return _Tokens(host, event)

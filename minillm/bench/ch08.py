@@ -7,8 +7,8 @@ it over HTTP, and the server stops; the plot puts TTFT p99 and TPOT p99 against 
     minillm bench --chapter 8 --device cuda --model qwen3-0.6b --load-format dummy   # and stage triton
 
 On CUDA the sweep adds stage triton, synchronous and with async scheduling (chapter 7; each start-up
-compiles and captures for about a minute) and uses more prompts and higher rates: a GPU holds rates a CPU cannot, and a limit is only found by
-passing it. Every request is greedy with EOS ignored, so in float32 every stage must return the same
+compiles and captures for about a minute) and uses more prompts and higher rates: a GPU holds rates a
+CPU cannot, and a limit is only found by passing it. Every request is greedy with EOS ignored, so in float32 every stage must return the same
 text for the same prompt at every rate (`token_identical` in the JSON: the texts compared); in bf16
 stages round differently and nearly tied random-weight logits can flip.
 
